@@ -1,0 +1,79 @@
+"""The one question-answer record type every loader produces and every stage consumes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+SPLITS = ("train", "dev", "test")
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file/line/record and the field at fault."""
+
+
+@dataclass(frozen=True)
+class QARecord:
+    """One factual question. `answers` are aliases; the first is the canonical answer used in prompts."""
+
+    id: str
+    relation: str
+    question: str
+    answers: tuple[str, ...]
+    subject: str = ""
+    split: str = "train"
+    popularity: float | None = None
+
+    def __post_init__(self) -> None:
+        where = f"record {self.id!r}"
+        if not self.id:
+            raise DataError("record with an empty 'id'")
+        if not isinstance(self.question, str) or not self.question.strip():
+            raise DataError(f"{where}: field 'question' is empty")
+        if isinstance(self.answers, str) or not self.answers:
+            raise DataError(f"{where}: field 'answers' must be a non-empty list of strings")
+        if not all(isinstance(a, str) and a.strip() for a in self.answers):
+            raise DataError(f"{where}: field 'answers' holds an empty or non-string alias: {list(self.answers)!r}")
+        if self.split not in SPLITS:
+            raise DataError(f"{where}: field 'split' is {self.split!r}, expected one of {SPLITS}")
+
+    @property
+    def answer(self) -> str:
+        return self.answers[0]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["answers"] = list(self.answers)
+        return d
+
+
+@dataclass
+class QASplits:
+    """train (the pool that gets probed and trained on), dev (exemplars, model selection) and test."""
+
+    train: list[QARecord] = field(default_factory=list)
+    dev: list[QARecord] = field(default_factory=list)
+    test: list[QARecord] = field(default_factory=list)
+    name: str = "data"
+
+    def __getitem__(self, split: str) -> list[QARecord]:
+        if split not in SPLITS:
+            raise KeyError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return getattr(self, split)
+
+    def relations(self) -> list[str]:
+        return sorted({r.relation for s in SPLITS for r in self[s]})
+
+    def fingerprint(self) -> str:
+        """Content hash of all splits: identical data gives the identical fingerprint on any machine."""
+        return fingerprint_records([r for s in SPLITS for r in self[s]])
+
+
+def fingerprint_records(records: Iterable[QARecord]) -> str:
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
