@@ -1,0 +1,65 @@
+"""SliCK mastery categories from P_greedy and P_sampled, with validated thresholds (config group `mastery`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gradual_lightning.categories import CATEGORIES
+
+_EPS = 1e-9
+
+
+class MasteryError(ValueError):
+    """Thresholds that cannot define four ordered categories."""
+
+
+@dataclass(frozen=True)
+class MasteryThresholds:
+    """HighlyKnown: p_greedy >= highly_known. MaybeKnown: maybe_known < p_greedy < highly_known.
+    WeaklyKnown: p_greedy <= maybe_known and p_sampled > weakly_known. Unknown: the rest.
+
+    SliCK is highly_known=1, maybe_known=0, weakly_known=0.
+    """
+
+    name: str = "slick"
+    highly_known: float = 1.0
+    maybe_known: float = 0.0
+    weakly_known: float = 0.0
+
+    def __post_init__(self) -> None:
+        for field in ("highly_known", "maybe_known", "weakly_known"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise MasteryError(f"mastery.{field}={value!r} (preset {self.name!r}) must be a number in [0, 1]")
+        if not self.maybe_known < self.highly_known:
+            raise MasteryError(
+                f"mastery thresholds in the wrong order (preset {self.name!r}): need maybe_known < highly_known, "
+                f"got maybe_known={self.maybe_known} and highly_known={self.highly_known}"
+            )
+        if self.weakly_known >= 1.0:
+            raise MasteryError(f"mastery.weakly_known={self.weakly_known} leaves no room for WeaklyKnown (need < 1)")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> MasteryThresholds:
+        known = {"name", "highly_known", "maybe_known", "weakly_known"}
+        unknown = set(cfg) - known
+        if unknown:
+            raise MasteryError(f"unknown mastery keys {sorted(unknown)}; expected {sorted(known)}")
+        return cls(**dict(cfg))
+
+    def needs_sampling(self, p_greedy: float) -> bool:
+        """Sampling only separates WeaklyKnown from Unknown, so it is needed only below the MaybeKnown bound."""
+        return p_greedy <= self.maybe_known + _EPS
+
+
+def categorize(p_greedy: float, p_sampled: float | None, thresholds: MasteryThresholds = MasteryThresholds()) -> str:
+    """The category of one question. p_sampled=None (not sampled) counts as no correct sample."""
+    if p_greedy >= thresholds.highly_known - _EPS:
+        return CATEGORIES[0]
+    if p_greedy > thresholds.maybe_known + _EPS:
+        return CATEGORIES[1]
+    if p_sampled is not None and p_sampled > thresholds.weakly_known + _EPS:
+        return CATEGORIES[2]
+    return CATEGORIES[3]

@@ -1,0 +1,65 @@
+"""What a probe found, for people: counts per category overall and per relation, a table, a stacked bar chart."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from gradual_lightning.categories import CATEGORIES
+
+CATEGORY_COLORS = {"HighlyKnown": "#2b8a3e", "MaybeKnown": "#94d82d", "WeaklyKnown": "#fab005", "Unknown": "#e03131"}
+
+
+def category_counts(categories: Sequence[str]) -> dict[str, int]:
+    counts = Counter(categories)
+    return {c: counts.get(c, 0) for c in CATEGORIES}
+
+
+def counts_by_relation(results: Sequence) -> dict[str, dict[str, int]]:
+    relations = sorted({r.relation for r in results})
+    return {rel: category_counts([r.category for r in results if r.relation == rel]) for rel in relations}
+
+
+def summary_table(results: Sequence, title: str = "Probe categories"):
+    """A rich Table: one row per relation plus a total row."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("relation")
+    for c in CATEGORIES:
+        table.add_column(c, justify="right")
+    table.add_column("total", justify="right")
+    for rel, counts in counts_by_relation(results).items():
+        table.add_row(rel, *(str(counts[c]) for c in CATEGORIES), str(sum(counts.values())))
+    total = category_counts([r.category for r in results])
+    table.add_row("[bold]all", *(f"[bold]{total[c]}" for c in CATEGORIES), f"[bold]{len(results)}")
+    return table
+
+
+def plot_categories(results: Sequence, path: str | Path, title: str = "SliCK categories per relation") -> Path:
+    """Stacked horizontal bars, one per relation: where the model's knowledge is."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_rel = counts_by_relation(results)
+    rels = list(by_rel)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(rels)))
+    left = [0] * len(rels)
+    for c in CATEGORIES:
+        vals = [by_rel[r][c] for r in rels]
+        ax.barh(rels, vals, left=left, color=CATEGORY_COLORS[c], label=c)
+        left = [a + b for a, b in zip(left, vals)]
+    ax.set_xlabel("questions")
+    ax.set_title(title)
+    ax.invert_yaxis()
+    ax.legend(ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(rels) < 4 else -0.12), frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
