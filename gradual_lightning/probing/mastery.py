@@ -54,7 +54,10 @@ class MasteryThresholds:
         return p_greedy <= self.maybe_known + _EPS
 
 
-def categorize(p_greedy: float, p_sampled: float | None, thresholds: MasteryThresholds = MasteryThresholds()) -> str:
+SLICK = MasteryThresholds()
+
+
+def categorize(p_greedy: float, p_sampled: float | None, thresholds: MasteryThresholds = SLICK) -> str:
     """The category of one question. p_sampled=None (not sampled) counts as no correct sample."""
     if p_greedy >= thresholds.highly_known - _EPS:
         return CATEGORIES[0]

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gradual_lightning.probing.config import ProbeConfig
-from gradual_lightning.probing.mastery import MasteryThresholds, categorize
+from gradual_lightning.probing.mastery import SLICK, MasteryThresholds, categorize
 from gradual_lightning.probing.matching import is_correct
 from gradual_lightning.probing.prompts import Prompt, build_prompts, draw_exemplar_sets
 from gradual_lightning.records import QARecord
@@ -113,7 +113,7 @@ def run_probe(
     questions: Sequence[QARecord],
     exemplar_source: Sequence[QARecord],
     cfg: ProbeConfig,
-    thresholds: MasteryThresholds = MasteryThresholds(),
+    thresholds: MasteryThresholds = SLICK,
     *,
     tokenizer=None,
     rank: int = 0,
