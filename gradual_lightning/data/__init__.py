@@ -1,0 +1,43 @@
+"""Data loaders: plain functions returning `QASplits`, chosen from config through Hydra `_target_`.
+
+    conf/data/world_facts.yaml       built-in default, real geography facts (no download)
+    conf/data/entity_questions.yaml  EntityQuestions directory (the published SliCK data)
+    conf/data/jsonl.yaml             your own questions, one JSON object per line
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from gradual_lightning.data.entity_questions import load_entity_questions
+from gradual_lightning.data.jsonl import load_jsonl
+from gradual_lightning.data.world_facts import load_world_facts
+from gradual_lightning.records import SPLITS, DataError, QASplits
+
+__all__ = ["load_data", "load_entity_questions", "load_jsonl", "load_world_facts"]
+
+
+def load_data(cfg) -> QASplits:
+    """Instantiate a data config (a DictConfig or dict with `_target_`) and check what it returns: a QASplits
+    with a non-empty train split and ids unique across all splits (stages key caches and results by id)."""
+    from hydra.utils import instantiate  # noqa: PLC0415 (keeps `import gradual_lightning.data` light)
+
+    target = cfg.get("_target_") if hasattr(cfg, "get") else None
+    if not target:
+        raise DataError(f"data config has no '_target_' naming a loader function: {cfg!r}")
+    try:
+        data = instantiate(cfg)
+    except Exception as e:  # Hydra wraps the loader's error: surface the DataError with its own message
+        cause = e.__cause__
+        if isinstance(cause, DataError):
+            raise cause from None
+        raise
+    if not isinstance(data, QASplits):
+        raise DataError(f"data loader {target} returned {type(data).__name__}, expected QASplits")
+    if not data.train:
+        raise DataError(f"data loader {target} ({data.name!r}) returned an empty train split")
+    counts = Counter(r.id for s in SPLITS for r in data[s])
+    repeated = [i for i, n in counts.items() if n > 1]
+    if repeated:
+        raise DataError(f"data loader {target} ({data.name!r}) returned repeated ids, e.g. {repeated[:5]}")
+    return data

@@ -1,0 +1,110 @@
+"""EntityQuestions (Sciavolino et al., 2021), the dataset of the published SliCK study, from a local directory.
+
+Layout: `{train,dev,test}/P<id>.<split>.json`, each a JSON list of `{"question": str, "answers": [str, ...]}`,
+plus an optional `relation_query_templates.json` mapping `P<id>` to a question template with `[X]` for the
+subject (used to recover `subject`; without it `subject` is "").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from gradual_lightning.data._sampling import as_list, resolve_path, rng_for
+from gradual_lightning.records import SPLITS, DataError, QARecord, QASplits
+
+_FILE = re.compile(r"^(?P<rel>P\d+)\.(?P<split>train|dev|test)\.json$")
+
+
+def available_relations(root: Path) -> list[str]:
+    """Relation ids with a file in every split, in numeric order (P17 before P106)."""
+    per_split = [{m["rel"] for f in (root / s).glob("P*.json") if (m := _FILE.match(f.name)) and m["split"] == s}
+                 for s in SPLITS]
+    return sorted(set.intersection(*per_split), key=lambda r: int(r[1:]))
+
+
+def _subject_patterns(root: Path) -> dict[str, re.Pattern]:
+    path = root / "relation_query_templates.json"
+    if not path.is_file():
+        return {}
+    try:
+        templates = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(templates, dict):
+        raise DataError(f"{path}: expected a JSON object mapping relation id to template")
+    return {rel: re.compile("^" + re.escape(t).replace(re.escape("[X]"), "(?P<x>.+)") + "$")
+            for rel, t in templates.items() if isinstance(t, str) and "[X]" in t}
+
+
+def _read_file(path: Path) -> list[tuple[str, list[str]]]:
+    """Validated (question, answers) pairs; errors name the file, the record index and the field."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    out = []
+    for i, rec in enumerate(data):
+        where = f"{path}: record {i}"
+        if not isinstance(rec, dict):
+            raise DataError(f"{where}: expected an object with 'question' and 'answers', got {type(rec).__name__}")
+        q = rec.get("question")
+        if not isinstance(q, str) or not q.strip():
+            raise DataError(f"{where}: field 'question' is missing or empty")
+        answers = rec.get("answers")
+        if isinstance(answers, str):
+            answers = [answers]
+        if not isinstance(answers, list) or not answers:
+            raise DataError(f"{where}: field 'answers' is missing or empty")
+        if not all(isinstance(a, str) and a.strip() for a in answers):
+            raise DataError(f"{where}: field 'answers' holds an empty or non-string answer: {answers!r}")
+        out.append((q.strip(), [a.strip() for a in answers]))
+    return out
+
+
+def _caps(max_per_relation) -> dict[str, int | None]:
+    if max_per_relation is None or isinstance(max_per_relation, int):
+        return dict.fromkeys(SPLITS, max_per_relation)
+    try:
+        caps = {s: max_per_relation.get(s) for s in SPLITS}
+    except AttributeError:
+        raise DataError(f"max_per_relation must be an int, null or a mapping split -> int, "
+                        f"got {max_per_relation!r}") from None
+    return {s: None if v is None else int(v) for s, v in caps.items()}
+
+
+def load_entity_questions(path, relations=None, max_per_relation=None, single_answer: bool = True,
+                          seed: int = 0, name: str = "entity_questions") -> QASplits:
+    """Load EntityQuestions relations. `max_per_relation` (an int, or a mapping like {train: 500, dev: 100})
+    keeps a seeded random sample per relation and split; `single_answer` drops questions with several
+    answers, as both published studies do. Ids are `P17-train-00042` (index in the original file)."""
+    root = resolve_path(path, "EntityQuestions directory")
+    if not root.is_dir():
+        raise DataError(f"EntityQuestions path {root} is not a directory")
+    available = available_relations(root)
+    if not available:
+        raise DataError(f"{root}: no relation files found (expected {{train,dev,test}}/P<id>.<split>.json)")
+    rels = as_list(relations) or available
+    unknown = [r for r in rels if r not in available]
+    if unknown:
+        raise DataError(f"EntityQuestions: unknown relation(s) {unknown} in {root}; available: {available}")
+    caps = _caps(max_per_relation)
+    patterns = _subject_patterns(root)
+
+    out: dict[str, list[QARecord]] = {s: [] for s in SPLITS}
+    for rel in rels:
+        for split in SPLITS:
+            path_ = root / split / f"{rel}.{split}.json"
+            rows = [(i, q, a) for i, (q, a) in enumerate(_read_file(path_)) if not single_answer or len(a) == 1]
+            cap = caps[split]
+            if cap is not None and cap < len(rows):
+                rows = sorted(rng_for(seed, "entity_questions", rel, split).sample(rows, max(cap, 0)))
+            pat = patterns.get(rel)
+            for i, q, answers in rows:
+                m = pat.match(q) if pat else None
+                out[split].append(QARecord(id=f"{rel}-{split}-{i:05d}", relation=rel, question=q,
+                                           answers=tuple(answers), subject=m["x"] if m else "", split=split))
+    return QASplits(train=out["train"], dev=out["dev"], test=out["test"], name=name)
