@@ -1,0 +1,131 @@
+"""Schedule validation: every mistake names the schedule, stage, field and bad value; every preset validates."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from gradual_lightning.training.schedules import Schedule, ScheduleError, Stage, from_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+PRESETS = sorted(p.stem for p in (CONF / "schedule").glob("*.yaml"))
+
+
+def _schedule(*stages, **top):
+    return {"name": "mine", "stages": list(stages), **top}
+
+
+def _err(cfg) -> str:
+    with pytest.raises(ScheduleError) as e:
+        from_config(cfg)
+    return str(e.value)
+
+
+def test_presets_exist():
+    assert {"two_stage", "one_stage", "natural", "category", "n_stage", "two_stage_control"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_validates(name):
+    s = from_config(OmegaConf.load(CONF / "schedule" / f"{name}.yaml"))
+    assert isinstance(s, Schedule) and s.name == name and s.num_stages >= 1
+    assert all(isinstance(st, Stage) for st in s.stages)
+
+
+def test_two_stage_matches_the_paper_recipe():
+    s = from_config(OmegaConf.load(CONF / "schedule" / "two_stage.yaml"))
+    one, two = s.stages
+    assert one.categories == ("MaybeKnown",) and not one.reprobe and one.replay_ratio == 0
+    assert two.reprobe and two.merge_adapter and two.replay_ratio == 0.2 and two.replay_categories == ("HighlyKnown",)
+    ctrl = from_config(OmegaConf.load(CONF / "schedule" / "two_stage_control.yaml")).stages[1]
+    assert ctrl.select == "previous" and not ctrl.reprobe and ctrl.replay_ratio == 0 and ctrl.merge_adapter
+
+
+def test_category_preset_follows_cli_override():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(overrides=["+schedule=category", "schedule.category=Unknown"])
+    s = from_config(cfg.schedule)
+    assert s.stages[0].categories == ("Unknown",)
+    assert from_config(OmegaConf.load(CONF / "schedule" / "category.yaml")).stages[0].categories == ("MaybeKnown",)
+
+
+def test_n_stage_repeats_until_stable():
+    s = from_config(OmegaConf.load(CONF / "schedule" / "n_stage.yaml"))
+    assert s.num_stages == 3
+    assert s.stage_at(1) is s.stages[1]
+    third = s.stage_at(2, newly_selected=5)
+    assert third is not None and third.index == 2 and third.merge_adapter and third.reprobe
+    assert s.stage_at(2, newly_selected=0) is None
+    assert s.stage_at(3, newly_selected=5) is None
+    with pytest.raises(ValueError, match="newly_selected"):
+        s.stage_at(2)
+
+
+def test_max_stages_truncates_a_plain_schedule():
+    s = from_config(OmegaConf.load(CONF / "schedule" / "two_stage.yaml"))
+    assert s.stage_at(2) is None
+    cut = from_config({**OmegaConf.to_container(OmegaConf.load(CONF / "schedule" / "two_stage.yaml")),
+                       "max_stages": 1})
+    assert cut.num_stages == 1 and cut.stage_at(1) is None
+
+
+def test_unknown_category():
+    msg = _err(_schedule({"categories": ["MaybeKnwon"]}))
+    assert "'mine'" in msg and "stage 0" in msg and "'categories'" in msg and "'MaybeKnwon'" in msg
+
+
+def test_unknown_base_and_replay_category():
+    msg = _err(_schedule({"categories": ["MaybeKnown"]},
+                         {"categories": ["MaybeKnown"], "replay_ratio": 0.1, "replay_categories": ["Known"]}))
+    assert "stage 1" in msg and "'replay_categories'" in msg and "'Known'" in msg
+    msg = _err(_schedule({"categories": ["MaybeKnown"], "base_categories": ["Nope"]}))
+    assert "'base_categories'" in msg and "'Nope'" in msg
+
+
+def test_negative_replay_ratio():
+    msg = _err(_schedule({"categories": ["MaybeKnown"]}, {"categories": ["MaybeKnown"], "replay_ratio": -0.2}))
+    assert "stage 1" in msg and "'replay_ratio'" in msg and "-0.2" in msg
+
+
+def test_previous_on_stage_zero():
+    msg = _err(_schedule({"select": "previous"}))
+    assert "stage 0" in msg and "'select'" in msg and "previous" in msg
+
+
+def test_zero_epochs_and_bad_lr():
+    msg = _err(_schedule({"categories": ["Unknown"], "epochs": 0}))
+    assert "stage 0" in msg and "'epochs'" in msg and "got 0" in msg
+    msg = _err(_schedule({"categories": ["Unknown"], "lr": 0.0}))
+    assert "'lr'" in msg and "got 0.0" in msg
+
+
+def test_unknown_keys():
+    msg = _err(_schedule({"categories": ["Unknown"], "epoch": 3}))
+    assert "'mine'" in msg and "stage 0" in msg and "'epoch'" in msg and "allowed" in msg
+    msg = _err(_schedule({"categories": ["Unknown"]}, stagez=[]))
+    assert "'mine'" in msg and "'stagez'" in msg
+
+
+def test_bad_enums_and_combinations():
+    assert "'keep'" in _err(_schedule({"categories": ["Unknown"], "keep": "first"}))
+    assert "'replay_every'" in _err(_schedule({"categories": ["Unknown"], "replay_every": "batch"}))
+    assert "'select'" in _err(_schedule({"select": "some"}))
+    assert "'merge_adapter'" in _err(_schedule({"categories": ["Unknown"], "merge_adapter": True}))
+    msg = _err(_schedule({"select": "all", "categories": ["Unknown"]}))
+    assert "'categories'" in msg and "select=categories" in msg
+    msg = _err(_schedule({"categories": ["Unknown"]},
+                         {"categories": ["Unknown"], "merge_adapter": True, "reset_optimizer": False}))
+    assert "stage 1" in msg and "'reset_optimizer'" in msg
+    msg = _err(_schedule({"categories": ["Unknown"]}, repeat_until_stable=True, max_stages=3))
+    assert "'repeat_until_stable'" in msg and "reprobe" in msg
+    assert "'max_stages'" in _err(_schedule({"categories": ["Unknown"]}, max_stages=0))
+    assert "'stages'" in _err({"name": "empty", "stages": []})
+
+
+def test_to_dict_is_plain_and_round_trips():
+    s = from_config(OmegaConf.load(CONF / "schedule" / "two_stage.yaml"))
+    d = s.to_dict()
+    assert OmegaConf.to_container(OmegaConf.create(d)) == d
+    assert from_config(d) == s

@@ -1,0 +1,179 @@
+"""CausalLMModule mechanics on the tiny random Llama: masking, LoRA-only updates, merge/new adapter, stage hparams."""
+
+import copy
+import warnings
+from functools import partial
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+
+from gradual_lightning.records import QARecord
+from gradual_lightning.training import CausalLMModule, GradualDataModule, Stage, warmup_lr_scheduler
+
+LORA = {"mode": "lora", "r": 4, "alpha": 8, "dropout": 0.0,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+POOL = [QARecord(id=f"q{i}", relation="P17", question=f"Where is town {i}?", answers=(f"Land {i}",))
+        for i in range(6)]
+CATS = {r.id: "MaybeKnown" for r in POOL}
+
+
+_LOADED = []
+
+
+def _loaded():
+    """One tiny model per test session; every module gets its own deep copy (peft wraps it in place)."""
+    if not _LOADED:
+        from gradual_lightning.models import load_model
+
+        _LOADED.append(load_model(OmegaConf.load("conf/model/tiny_random.yaml")))
+    return _LOADED[0]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return _loaded().tokenizer
+
+
+def _module(finetune=LORA, lr=1e-2, **kw) -> CausalLMModule:
+    lm = _loaded()
+    torch.manual_seed(0)
+    return CausalLMModule(copy.deepcopy(lm.model), lm.tokenizer, finetune=finetune,
+                          optimizer=partial(torch.optim.AdamW, lr=lr, weight_decay=0.0),
+                          scheduler=partial(warmup_lr_scheduler, kind="cosine", warmup_ratio=0.0), **kw)
+
+
+def _data(tokenizer, batch_size=3) -> GradualDataModule:
+    dm = GradualDataModule(POOL, dev=POOL[:3], batch_size=batch_size, seed=0)
+    dm.connect(tokenizer, max_length=32)
+    dm.set_stage(0, Stage(categories=("MaybeKnown",)), CATS)
+    return dm
+
+
+def _fit(module, dm, epochs=1, limit=3):
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         limit_train_batches=limit, reload_dataloaders_every_n_epochs=1, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, datamodule=dm)
+    return trainer
+
+
+@torch.no_grad()
+def _dev_loss(module, dm) -> float:
+    module.eval()
+    losses = [module._loss(b).item() for b in dm.val_dataloader()]
+    module.train()
+    return sum(losses) / len(losses)
+
+
+def test_labels_only_on_answer_tokens(tokenizer):
+    module = _module()
+    batch = next(iter(_data(tokenizer).train_dataloader()))
+    labels = module._labels(batch)
+    for ids, lab, mask in zip(batch["input_ids"], labels, batch["attention_mask"]):
+        kept = [int(i) for i, y in zip(ids, lab) if y != -100]
+        text = tokenizer.decode(kept)
+        assert text.startswith(" Land ") and text.endswith("\n") and "Q:" not in text
+        assert (lab[mask == 0] == -100).all()
+    everything = _module(loss_on="all")._labels(batch)
+    assert ((everything != -100) == (batch["attention_mask"] == 1)).all()
+    with pytest.raises(ValueError, match="loss_on"):
+        _module(loss_on="prompt")
+
+
+def test_lora_trains_only_adapter_and_lowers_loss(tokenizer):
+    module, dm = _module(), _data(tokenizer)
+    frozen = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
+    lora = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+    assert lora and all("lora_" in n for n in lora)
+    before = _dev_loss(module, dm)
+    _fit(module, dm, epochs=4, limit=2)
+    after = _dev_loss(module, dm)
+    assert after < before
+    params = dict(module.named_parameters())
+    assert all(torch.equal(params[n], t) for n, t in frozen.items())
+    assert any(not torch.equal(params[n], t) for n, t in lora.items())
+
+
+def test_merge_then_new_adapter_keeps_the_function(tokenizer):
+    module, dm = _module(), _data(tokenizer)
+    _fit(module, dm, epochs=1, limit=2)
+    batch = next(iter(dm.val_dataloader()))
+    module.eval()
+    with torch.no_grad():
+        ref = module(batch["input_ids"], batch["attention_mask"]).logits
+        module.merge_adapter()
+        assert not any(p.requires_grad for p in module.parameters())
+        merged = module(batch["input_ids"], batch["attention_mask"]).logits
+        module.new_adapter()
+        fresh = module.hf_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(ref, merged, atol=1e-4) and torch.allclose(ref, fresh, atol=1e-4)
+    names = [n for n, p in module.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)
+    with pytest.raises(RuntimeError, match="merge_adapter"):
+        module.new_adapter()
+
+
+def test_stage_lr_snapshot_and_restore(tokenizer):
+    module, dm = _module(lr=1e-2), _data(tokenizer)
+    module.set_stage_hparams(lr=3e-3)
+    trainer = _fit(module, dm, epochs=1, limit=1)
+    assert trainer.optimizers[0].param_groups[0]["initial_lr"] == 3e-3
+    snap = module.trainable_state()
+    assert snap and all(t.device.type == "cpu" for t in snap.values())
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                p.add_(1.0)
+    module.load_trainable_state(snap)
+    assert all(torch.equal(dict(module.named_parameters())[n], t) for n, t in snap.items())
+
+
+def test_full_finetuning_trains_everything(tokenizer):
+    module = _module(finetune={"mode": "full"}, lr=1e-3)
+    assert all(p.requires_grad for p in module.parameters())
+    module.merge_adapter()
+    module.new_adapter()  # both no-ops in full mode
+    assert module.hf_model is module.model
+    with pytest.raises(ValueError, match="finetune.mode"):
+        _module(finetune={"mode": "qlora"})
+    with pytest.raises(ValueError, match="unknown key"):
+        _module(finetune={"mode": "lora", "rank": 8})
+
+
+def test_warmup_lr_scheduler_shapes():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_lr_scheduler(opt, total_steps=10, kind="linear", warmup_ratio=0.2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[1] < lrs[2] == 1.0 and lrs[-1] < 0.2
+
+
+def test_carry_optimizer_state_into_the_next_stage(tokenizer):
+    module, dm = _module(), _data(tokenizer)
+    _fit(module, dm, epochs=1, limit=2)
+    state = module.optimizer_state()
+    assert state and state["state"]
+    module.carry_optimizer_state(state)
+    module.set_stage_hparams(lr=5e-3)
+    seen = {}
+
+    class Peek(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            opt = trainer.optimizers[0]
+            seen["step"] = int(next(iter(opt.state.values()))["step"])
+            seen["lr"] = opt.param_groups[0]["initial_lr"]
+
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         limit_train_batches=1, limit_val_batches=0, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[Peek()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, datamodule=dm)
+    assert seen == {"step": 2, "lr": 5e-3}  # moments carried over, new stage's lr
