@@ -29,8 +29,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     start = time.time()
     probe_cfg = ProbeConfig.from_config(cfg.probe)
     thresholds = MasteryThresholds.from_config(cfg.mastery)
-    data_cfg = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k != "split"])
-    split = cfg.data.get("split", "train")
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    split = data_cfg.pop("split", "train")
     if split not in SPLITS:
         raise ValueError(f"data.split={split!r} is not one of {SPLITS}")
     data = load_data(data_cfg)

@@ -1,0 +1,84 @@
+"""Gradual fine-tuning: probe, train on a stage's categories, re-probe, repeat. See conf/train.yaml."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gradual_lightning.data import load_data
+from gradual_lightning.io import write_json
+from gradual_lightning.models import load_model
+from gradual_lightning.probing.cache import ProbeCache
+from gradual_lightning.probing.config import ProbeConfig
+from gradual_lightning.probing.mastery import MasteryThresholds
+from gradual_lightning.provenance import run_record
+from gradual_lightning.training.datamodule import GradualDataModule
+from gradual_lightning.training.recipe import run_schedule
+from gradual_lightning.training.schedules import from_config as schedule_from_config
+from gradual_lightning.training.summary import print_summary
+
+log = logging.getLogger("train")
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict:
+    # validate everything cheap before loading anything heavy
+    schedule = schedule_from_config(cfg.schedule)
+    thresholds = MasteryThresholds.from_config(cfg.mastery)
+    probe_cfg = ProbeConfig.from_config(cfg.probe)
+    reprobe_cfg = replace(probe_cfg, **cfg.reprobe)
+    eval_cfg = replace(probe_cfg, **cfg.eval)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    data = load_data(cfg.data)
+    lm = load_model(cfg.model)
+    record = run_record(cfg, seed=cfg.seed, data_fingerprint=data.fingerprint(), model_fingerprint=lm.fingerprint)
+    write_json(out_dir / "run.json", record)
+    module = instantiate(cfg.train_module, model=lm.model, tokenizer=lm.tokenizer,
+                         finetune=OmegaConf.to_container(cfg.finetune, resolve=True))
+    dm = GradualDataModule(data.train, data.dev, data.test, batch_size=cfg.batch_size, seed=cfg.seed)
+    dm.connect(lm.tokenizer, max_length=cfg.max_length)
+    loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
+    for lg in loggers:
+        lg.log_hyperparams(record["config"])
+
+    from gradual_lightning.training.stage_probe import StageBoundaryProbe
+
+    boundary = StageBoundaryProbe(data, probe_cfg, reprobe_cfg, eval_cfg, thresholds, out_dir,
+                                  cache=ProbeCache() if cfg.cache else None, progress=cfg.progress)
+    metrics = run_schedule(cfg, schedule, module, dm, boundary, lm.fingerprint, out_dir, loggers, eval_cfg,
+                           ckpt_path=cfg.ckpt_path)
+    metrics["run"] = {k: record[k] for k in ("seed", "data_fingerprint", "model_fingerprint")}
+    write_json(out_dir / "metrics.json", metrics)
+    if cfg.finetune.mode == "lora":
+        module.hf_model.save_pretrained(out_dir / "adapter")
+    for lg in loggers:
+        lg.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    print_summary(metrics, out_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY") else "offline")
+    try:
+        metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    finally:
+        try:  # one W&B run per job, even when a job fails (sequential multirun jobs must not share a run)
+            import wandb
+
+            wandb.finish()
+        except ImportError:
+            pass
+    return metrics.get("test_accuracy")
+
+
+if __name__ == "__main__":
+    main()
