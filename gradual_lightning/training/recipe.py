@@ -74,7 +74,7 @@ def run_schedule(cfg, schedule: Schedule, module: CausalLMModule, dm: GradualDat
             module.new_adapter()
         carried = None if stage.reset_optimizer or stage.merge_adapter else module.optimizer_state()
         selection = dm.set_stage(index, stage, boundary.categories_for(stage), boundary.base_pool)
-        boundary.begin_stage(index, stage, selection, dm.trained_ids)
+        boundary.begin_stage(index, stage, selection, dm.trained_ids, dm.selected_ids)
         log.info("stage %d/%d: %s", index + 1, schedule.num_stages, selection)
         module.set_stage_hparams(lr=stage.lr)
         module.carry_optimizer_state(carried)

@@ -16,7 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.seed import isolate_rng
 
-from gradual_lightning.io import write_jsonl
+from gradual_lightning.io import write_json, write_jsonl
 from gradual_lightning.probing.cache import ProbeCache
 from gradual_lightning.probing.cached import probe_questions
 from gradual_lightning.probing.config import ProbeConfig
@@ -75,8 +75,13 @@ class StageBoundaryProbe(pl.Callback):
             self.basis = len(self.pool_history) - 1
         return self.pool_history[self.basis]
 
-    def begin_stage(self, index: int, stage, selection: Mapping[str, Any], trained_ids) -> None:
+    def begin_stage(self, index: int, stage, selection: Mapping[str, Any], trained_ids,
+                    selected_ids: list[str] | None = None) -> None:
+        """Record what stage `index` trains on (probe/stage{N}_selected.json: which questions, from which probe)."""
         self.stage_index = index
+        if selected_ids is not None:
+            write_json(self.out_dir / "probe" / f"stage{index + 1}_selected.json",
+                       {"stage": index + 1, "selected_from_probe": self.basis, "selected_ids": list(selected_ids)})
         self.stage_records.append({**selection, "stage": index + 1, "selected_from_probe": self.basis,
                                    "config": stage.to_dict()})
         self.trained_ids = set(trained_ids)
