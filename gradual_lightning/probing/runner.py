@@ -71,7 +71,7 @@ def _sampling_phase(engine, prompts, to_sample: dict[str, QARecord], cfg: ProbeC
             if qid not in stopped_early:
                 groups[prompts[qid][j].prefix].append(qid)
         for prefix, qids in groups.items():
-            for part in _chunks(qids, max(1, chunk // cfg.num_samples)):
+            for part in _chunks(qids, chunk):
                 outs = engine.sample(prefix, [prompts[q][j].suffix for q in part], num_samples=cfg.num_samples,
                                      temperature=cfg.temperature, top_k=cfg.top_k, generator=generator)
                 for qid, texts in zip(part, outs):

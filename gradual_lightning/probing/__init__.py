@@ -1,0 +1,1 @@
+"""SliCK probing: prompts, generation engine, matching, mastery categories, runner."""
