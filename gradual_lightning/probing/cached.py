@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from gradual_lightning.probing.engine import GenerationEngine
-
 from gradual_lightning.probing.cache import ProbeCache, probe_key
 from gradual_lightning.probing.config import ProbeConfig
+from gradual_lightning.probing.engine import GenerationEngine
 from gradual_lightning.probing.mastery import MasteryThresholds
 from gradual_lightning.probing.runner import ProbeResult, run_probe
 from gradual_lightning.records import QARecord
