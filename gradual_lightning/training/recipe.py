@@ -85,6 +85,7 @@ def run_schedule(cfg, schedule: Schedule, module: CausalLMModule, dm: GradualDat
             log.warning("stage %d selects nothing to train on; it is skipped (its probe is repeated as is)", index + 1)
             boundary.on_fit_end(_NoFit(dm), module)
         else:
+            module.train()  # probing left the model in eval mode; LoRA dropout must be on while training
             trainer.fit(module, datamodule=dm)
         stage_states.append(module.trainable_state())
         _save_checkpoint(ckpt_dir / "last.pt", module, dm, boundary, stage_states, schedule)

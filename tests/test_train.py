@@ -1,0 +1,113 @@
+"""train.py end to end: config composition, a real two-stage smoke run, and resume after a crash."""
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEDULES = sorted(p.stem for p in (REPO / "conf/schedule").glob("*.yaml"))
+# the smoke preset, made smaller still: the real model and the real code path, just fewer questions
+FAST = ["experiment=smoke", "probe.num_prompts=2", "probe.num_samples=1", "cache=false"]
+
+
+def _compose(overrides, out_dir=None):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    if out_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(out_dir)
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_every_schedule_composes_and_validates(schedule):
+    from gradual_lightning.training.schedules import from_config
+
+    cfg = _compose([f"schedule={schedule}"])
+    assert from_config(cfg.schedule).num_stages >= 1
+
+
+def test_category_schedule_takes_the_category_from_the_command_line():
+    from gradual_lightning.training.schedules import from_config
+
+    cfg = _compose(["schedule=category", "schedule.category=Unknown"])
+    assert from_config(cfg.schedule).stages[0].categories == ("Unknown",)
+
+
+def test_bad_schedule_value_fails_before_any_model_is_loaded(tmp_path, monkeypatch):
+    import train
+    from gradual_lightning.training.schedules import ScheduleError
+
+    monkeypatch.setattr(train, "load_model", lambda *a, **k: pytest.fail("model loaded before validation"))
+    cfg = _compose(["schedule=two_stage", "schedule.stages.1.replay_ratio=-0.5"], tmp_path)
+    with pytest.raises(ScheduleError, match="stage 1, field 'replay_ratio'"):
+        train.run(cfg, tmp_path)
+
+
+def test_thresholds_in_wrong_order_fail_before_any_model_is_loaded(tmp_path, monkeypatch):
+    import train
+    from gradual_lightning.probing.mastery import MasteryError
+
+    monkeypatch.setattr(train, "load_model", lambda *a, **k: pytest.fail("model loaded before validation"))
+    cfg = _compose(["mastery.highly_known=0.3", "mastery.maybe_known=0.5"], tmp_path)
+    with pytest.raises(MasteryError, match="wrong order"):
+        train.run(cfg, tmp_path)
+
+
+def _read(path):
+    return json.loads(Path(path).read_text())
+
+
+def _ids_in(path, category):
+    return [json.loads(line)["id"] for line in Path(path).read_text().splitlines()
+            if json.loads(line)["category"] == category]
+
+
+def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_crash(tmp_path, monkeypatch):
+    """One real run of the smoke preset (SmolLM2-135M), crashed at the start of stage 2, then resumed."""
+    import train
+    from gradual_lightning.training.datamodule import GradualDataModule
+
+    out = tmp_path / "run"
+    original = GradualDataModule.train_dataloader
+
+    def crash_in_stage_2(self):
+        if self.stage_index == 1:
+            raise RuntimeError("simulated crash in stage 2")
+        return original(self)
+
+    monkeypatch.setattr(GradualDataModule, "train_dataloader", crash_in_stage_2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.run(_compose(FAST, out), out)
+    assert (out / "checkpoints/last.pt").is_file() and not (out / "metrics.json").exists()
+    # stage 1 trained on the base model's MaybeKnown questions
+    assert _read(out / "probe/stage1_selected.json")["selected_ids"] == _ids_in(out / "probe/stage0_pool.jsonl",
+                                                                                 "MaybeKnown")
+    # stage 2's selection came from the re-probe after stage 1 (the boundary re-partitioned the pool)
+    after_crash = _read(out / "probe/stage2_selected.json")
+    assert after_crash["selected_from_probe"] == 1
+    assert after_crash["selected_ids"] == _ids_in(out / "probe/stage1_pool.jsonl", "MaybeKnown")
+
+    monkeypatch.setattr(GradualDataModule, "train_dataloader", original)
+    resumed = out.parent / "resumed"
+    metrics = train.run(_compose([*FAST, f"ckpt_path={out}/checkpoints/last.pt"], resumed), resumed)
+    # the resumed run trains stage 2 on exactly the partition the crashed run had drawn
+    assert _read(resumed / "probe/stage2_selected.json") == after_crash
+    assert len(metrics["pool_counts"]) == 3 and len(metrics["transitions"]) == 3
+    assert [s["stage"] for s in metrics["stages"]] == [1, 2]
+    for key in ("test_accuracy", "retention", "knowledge_acquired", "incremental_gain", "forgotten",
+                "knowledge_acquired_trained", "knowledge_acquired_untrained", "test_accuracy_by_base_category"):
+        assert key in metrics
+    n_pool = sum(metrics["pool_counts"][0].values())
+    assert all(sum(sum(row) for row in m) == n_pool for m in metrics["transitions"])
+    on_disk = _read(resumed / "metrics.json")
+    assert on_disk["knowledge_acquired"] == metrics["knowledge_acquired"]
+    run = _read(resumed / "run.json")
+    assert run["seed"] == 0 and run["packages"]["torch"] and run["data_fingerprint"] and run["config"]["schedule"]
