@@ -10,9 +10,11 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gradual_lightning import tracking  # also registers ${gl.wandb_group:}
 from gradual_lightning.data import load_data
 from gradual_lightning.io import write_json
 from gradual_lightning.models import load_model
@@ -20,6 +22,7 @@ from gradual_lightning.probing.cache import ProbeCache
 from gradual_lightning.probing.config import ProbeConfig
 from gradual_lightning.probing.mastery import MasteryThresholds
 from gradual_lightning.provenance import run_record
+from gradual_lightning.report import FAILED_FILE, record_failure
 from gradual_lightning.training.datamodule import GradualDataModule
 from gradual_lightning.training.recipe import run_schedule
 from gradual_lightning.training.schedules import from_config as schedule_from_config
@@ -61,22 +64,40 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         module.hf_model.save_pretrained(out_dir / "adapter")
     for lg in loggers:
         lg.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    tracking.log_summary(loggers, metrics)
     print_summary(metrics, out_dir)
     return metrics
+
+
+def _finish_wandb(exit_code: int) -> None:
+    """One W&B run per job, even when a job fails (sequential multirun jobs must not share a run)."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    wandb.finish(exit_code=exit_code)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY") else "offline")
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    (out_dir / FAILED_FILE).unlink(missing_ok=True)  # from an earlier attempt in this dir
+    exit_code = 1
     try:
-        metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        metrics = run(cfg, out_dir)
+        exit_code = 0
+    except Exception as e:
+        if hc.mode != RunMode.MULTIRUN:
+            raise
+        # In a sweep a failed job must not stop the others or the report (Hydra's launchers would abort the sweep):
+        # record the error in the job dir, where the sweep report finds it, and carry on.
+        record_failure(out_dir, e)
+        log.exception("job %s failed; the sweep goes on (error in %s)", hc.job.num, out_dir / FAILED_FILE)
+        return None
     finally:
-        try:  # one W&B run per job, even when a job fails (sequential multirun jobs must not share a run)
-            import wandb
-
-            wandb.finish()
-        except ImportError:
-            pass
+        _finish_wandb(exit_code)
     return metrics.get("test_accuracy")
 
 

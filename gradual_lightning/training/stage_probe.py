@@ -16,6 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.seed import isolate_rng
 
+from gradual_lightning import tracking
 from gradual_lightning.io import write_json, write_jsonl
 from gradual_lightning.probing.cache import ProbeCache
 from gradual_lightning.probing.cached import probe_questions
@@ -95,7 +96,9 @@ class StageBoundaryProbe(pl.Callback):
                                       self.thresholds, desc=f"stage {s} re-probe pool", progress=self.progress)
             correct = correct_by_id(model, tok, self.data.test, self.data.dev, self.eval_probe,
                                     desc=f"stage {s} test accuracy", progress=self.progress)
-        write_jsonl(self.out_dir / "probe" / f"stage{s}_pool.jsonl", (r.to_dict() for r in pool))
+        rows = [r.to_dict() for r in pool]
+        write_jsonl(self.out_dir / "probe" / f"stage{s}_pool.jsonl", rows)
+        before = self.pool_history[-1]
         self.pool_history.append({r.id: r.category for r in pool})
         self.test_correct.append(correct)
         self.trained_ids |= set(trainer.datamodule.trained_ids)
@@ -106,7 +109,12 @@ class StageBoundaryProbe(pl.Callback):
             rec.update(dev_accuracy=dev_cb.best_accuracy, dev_accuracy_per_epoch=list(dev_cb.history),
                        kept_epoch=dev_cb.best_epoch)
         for logger in trainer.loggers:
-            logger.log_metrics({f"stage/{k}": v for k, v in rec.items() if isinstance(v, int | float)}, step=s)
+            if s == 1:  # the base model's counts as stage 0 of the same curves
+                logger.log_metrics({f"stage/pool_counts/{c}": n for c, n in M.category_counts(self.base_pool).items()},
+                                   step=0)
+            logger.log_metrics({f"stage/{k}": v for k, v in tracking.stage_scalars(rec).items()}, step=s)
+        tracking.log_stage(trainer.loggers, s, M.transition_matrix(self.base_pool, self.current_pool),
+                           tracking.probe_examples(rows, self.base_pool, before, self.trained_ids))
 
     def stage_metrics(self, s: int) -> dict[str, Any]:
         base, now = self.base_pool, self.pool_history[s]

@@ -1,0 +1,82 @@
+"""Figures shared by W&B logging and the sweep report: transition heatmaps and knowledge acquired per stage.
+
+Built with matplotlib's object API (`Figure`, no pyplot): no global state, no display backend, safe in workers.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from gradual_lightning.categories import CATEGORIES
+from gradual_lightning.io import atomic_write_bytes
+
+SHORT = ("HK", "MK", "WK", "Unk")  # HighlyKnown, MaybeKnown, WeaklyKnown, Unknown (CATEGORIES order)
+
+
+def draw_transitions(ax, matrix: Sequence[Sequence[float]], title: str = "") -> None:
+    """One 4x4 heatmap on `ax`: rows = base category, columns = category now (CATEGORIES order), cells annotated."""
+    if len(matrix) != len(CATEGORIES) or any(len(row) != len(CATEGORIES) for row in matrix):
+        raise ValueError(f"a transition matrix is {len(CATEGORIES)}x{len(CATEGORIES)}, got {matrix!r}")
+    top = max((v for row in matrix for v in row), default=0) or 1
+    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=top)
+    ax.set_xticks(range(len(CATEGORIES)), SHORT)
+    ax.set_yticks(range(len(CATEGORIES)), SHORT)
+    ax.set_xlabel("category now")
+    ax.set_ylabel("base model's category")
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            text = f"{v:g}" if float(v).is_integer() else f"{v:.1f}"
+            ax.text(j, i, text, ha="center", va="center", color="white" if v > top / 2 else "black")
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def transitions_figure(matrices: Mapping[str, Sequence[Sequence[float]]], cols: int = 3) -> Figure:
+    """One heatmap per entry ({title: matrix}), in a grid of at most `cols` columns."""
+    if not matrices:
+        raise ValueError("no transition matrix to plot")
+    cols = min(cols, len(matrices))
+    rows = math.ceil(len(matrices) / cols)
+    fig = Figure(figsize=(3.6 * cols, 3.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (title, matrix) in zip(axes, matrices.items()):
+        draw_transitions(ax, matrix, title)
+    for ax in axes[len(matrices):]:
+        ax.set_visible(False)
+    return fig
+
+
+def knowledge_acquired_figure(series: Mapping[str, Sequence[tuple[float, float, float]]]) -> Figure:
+    """Knowledge acquired per stage, one line per group: {label: [(mean, low, high) per stage]}; the CI is drawn as
+    error bars where it is known (NaN bounds: one seed, no bar)."""
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    for k, (label, points) in enumerate(series.items()):
+        x = [i + 0.06 * (k - (len(series) - 1) / 2) for i in range(len(points))]  # dodge: bars side by side
+        mean = [m for m, _, _ in points]
+        err = [[0.0 if math.isnan(lo) else m - lo for m, lo, _ in points],
+               [0.0 if math.isnan(hi) else hi - m for m, _, hi in points]]
+        ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=label)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("stage (0 = base model)")
+    ax.set_ylabel("knowledge acquired (HighlyKnown - base)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if series:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def png_bytes(fig: Figure, dpi: int = 120) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Write the figure as a PNG atomically."""
+    return atomic_write_bytes(path, png_bytes(fig, dpi))
