@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from gradual_lightning import tracking  # also registers ${gl.wandb_group:}
 from gradual_lightning.data import load_data
@@ -43,7 +44,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     data = load_data(cfg.data)
     lm = load_model(cfg.model)
     record = run_record(cfg, seed=cfg.seed, data_fingerprint=data.fingerprint(), model_fingerprint=lm.fingerprint)
-    write_json(out_dir / "run.json", record)
+    main_process = rank_zero_only.rank == 0  # under trainer=ddp every rank runs this script; one writes
+    if main_process:
+        write_json(out_dir / "run.json", record)
     module = instantiate(cfg.train_module, model=lm.model, tokenizer=lm.tokenizer,
                          finetune=OmegaConf.to_container(cfg.finetune, resolve=True))
     dm = GradualDataModule(data.train, data.dev, data.test, batch_size=cfg.batch_size, seed=cfg.seed)
@@ -59,6 +62,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     metrics = run_schedule(cfg, schedule, module, dm, boundary, lm.fingerprint, out_dir, loggers, eval_cfg,
                            ckpt_path=cfg.ckpt_path)
     metrics["run"] = {k: record[k] for k in ("seed", "data_fingerprint", "model_fingerprint")}
+    if not main_process:
+        return metrics
     write_json(out_dir / "metrics.json", metrics)
     if cfg.finetune.mode == "lora":
         module.hf_model.save_pretrained(out_dir / "adapter")

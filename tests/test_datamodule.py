@@ -139,3 +139,14 @@ def test_dataloaders(tokenizer):
     assert len(dm.trained_ids) == 12 and set(dm.selected_ids) <= dm.trained_ids
     assert sum(len(b["input_ids"]) for b in dm.val_dataloader()) == 4
     assert dm.test_dataloader() == []
+
+
+def test_shard_batches_splits_the_plan_evenly_across_ranks():
+    from gradual_lightning.training.datamodule import shard_batches
+
+    plan = [[0, 1], [2, 3], [4, 5], [6, 7], [8]]
+    shards = [shard_batches(plan, r, 2) for r in range(2)]
+    assert shards == [[[0, 1], [4, 5], [8]], [[2, 3], [6, 7], [0, 1]]]  # rank 1 padded from the start
+    assert {i for shard in shards for b in shard for i in b} == set(range(9))  # every batch runs somewhere
+    assert [len(shard_batches([[0]], r, 3)) for r in range(3)] == [1, 1, 1]  # fewer batches than ranks
+    assert shard_batches(plan, 0, 1) is plan

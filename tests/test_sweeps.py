@@ -214,7 +214,6 @@ def test_multirun_with_a_failing_job_keeps_the_other_job_wandb_group_and_report(
 SMOKE_DIRNAME = ",".join(sorted(SMOKE))  # Hydra's override_dirname: sorted overrides, seed and ckpt_path left out
 
 
-@pytest.mark.slow
 def test_submitit_local_multirun_two_seeds(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the `slurm` extra is not installed")
     sweep = tmp_path / "sweep"

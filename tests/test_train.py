@@ -111,3 +111,30 @@ def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_cr
     assert on_disk["knowledge_acquired"] == metrics["knowledge_acquired"]
     run = _read(resumed / "run.json")
     assert run["seed"] == 0 and run["packages"]["torch"] and run["data_fingerprint"] and run["config"]["schedule"]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_shards_the_reprobe_and_agrees_on_the_next_stage(tmp_path):
+    """trainer=ddp with 2 gloo ranks: rank 1 reads the base probe from the cache rank 0 wrote, each rank re-probes
+    its shard, the gathered categories give both ranks the same stage-2 partition, and rank 0 writes the results."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GL_PROBE_CACHE": str(tmp_path / "cache")}
+    cached = [o for o in FAST if not o.startswith("cache=")]  # the cache is what rank 1 reads the base probe from
+    cmd = [sys.executable, "train.py", *cached, "data.num_test=12", "trainer=ddp", "trainer.accelerator=cpu",
+           "trainer.devices=2", "logger=none", f"hydra.run.dir={out}"]
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rank0, rank1 = (out / "train.log").read_text(), (out / "train_ddp_process_1.log").read_text()
+    assert "base probe pool: 48 results from cache" in rank1
+    for rank, text in ((0, rank0), (1, rank1)):
+        assert f"stage 1 re-probe: rank {rank} of 2 probes its shard of 48 pool questions" in text
+    stage2 = [[line.split(" - ", 1)[1] for line in text.splitlines() if "stage 2/2:" in line]
+              for text in (rank0, rank1)]
+    assert stage2[0] == stage2[1] and len(stage2[0]) == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sum(metrics["pool_counts"][1].values()) == 48
+    assert len((out / "probe" / "stage1_pool.jsonl").read_text().splitlines()) == 48

@@ -84,6 +84,15 @@ class _FixedBatches(Sampler):
         return len(self.batches)
 
 
+def shard_batches(batches: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
+    """This rank's share of an epoch plan: every `world_size`-th batch. The plan is padded by cycling from its start
+    so that every rank runs the same number of steps (DDP hangs otherwise), as DistributedSampler pads samples."""
+    if world_size <= 1 or not batches:
+        return batches
+    n = math.ceil(len(batches) / world_size) * world_size
+    return [batches[i % len(batches)] for i in range(n)][rank::world_size]
+
+
 class GradualDataModule(pl.LightningDataModule):
     """Holds pool/dev/test records; `set_stage(...)` fixes the stage's partition; `train_dataloader()` plans one epoch.
 
@@ -224,6 +233,8 @@ class GradualDataModule(pl.LightningDataModule):
         for batch in plan:
             self.trained_ids.update(batch)
         batches = [[self.index[q] for q in batch] for batch in plan]
+        if trainer is not None and trainer.world_size > 1:  # every rank plans the same epoch and runs its share
+            batches = shard_batches(batches, trainer.global_rank, trainer.world_size)
         return DataLoader(self._dataset("pool"), batch_sampler=_FixedBatches(batches), num_workers=self.num_workers,
                           collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id))
 

@@ -22,8 +22,10 @@ def accuracy_config(probe_cfg: ProbeConfig) -> ProbeConfig:
 
 
 def correct_by_id(model, tokenizer, questions: Sequence[QARecord], exemplars: Sequence[QARecord],
-                  probe_cfg: ProbeConfig, *, desc: str = "eval", progress: bool = False) -> dict[str, bool]:
-    """question id -> whether the greedy answer to its fixed k-shot prompt is correct."""
+                  probe_cfg: ProbeConfig, *, desc: str = "eval", progress: bool = False, rank: int = 0,
+                  world_size: int = 1) -> dict[str, bool]:
+    """question id -> whether the greedy answer to its fixed k-shot prompt is correct (for all `questions`; with
+    world_size > 1 this rank decodes its shard and the results are gathered)."""
     if not questions:
         return {}
     cfg = accuracy_config(probe_cfg)
@@ -31,7 +33,8 @@ def correct_by_id(model, tokenizer, questions: Sequence[QARecord], exemplars: Se
     model.eval()
     try:
         engine = GenerationEngine(model, tokenizer, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
-        results = run_probe(engine, questions, exemplars, cfg, tokenizer=tokenizer, desc=desc, progress=progress)
+        results = run_probe(engine, questions, exemplars, cfg, tokenizer=tokenizer, desc=desc, progress=progress,
+                            rank=rank, world_size=world_size)
     finally:
         model.train(was_training)
     return {r.id: r.p_greedy == 1.0 for r in results}

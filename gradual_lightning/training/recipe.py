@@ -59,6 +59,7 @@ def run_schedule(cfg, schedule: Schedule, module: CausalLMModule, dm: GradualDat
     if ckpt_path:
         stage_states = _restore(Path(ckpt_path), module, dm, boundary, schedule)
     else:
+        module.to(_trainer_device(cfg))  # the model loads on the CPU: probe the base model where it will train
         boundary.probe_base(module.hf_model, module.tokenizer, model_fingerprint)
     index = len(stage_states)
     while True:
@@ -83,12 +84,13 @@ def run_schedule(cfg, schedule: Schedule, module: CausalLMModule, dm: GradualDat
                               logger=loggers or False, default_root_dir=str(out_dir), enable_checkpointing=False)
         if selection["n_selected"] + selection["n_replay"] == 0:
             log.warning("stage %d selects nothing to train on; it is skipped (its probe is repeated as is)", index + 1)
-            boundary.on_fit_end(_NoFit(dm), module)
+            boundary.on_fit_end(_NoFit(dm, trainer), module)
         else:
             module.train()  # probing left the model in eval mode; LoRA dropout must be on while training
             trainer.fit(module, datamodule=dm)
         stage_states.append(module.trainable_state())
-        _save_checkpoint(ckpt_dir / "last.pt", module, dm, boundary, stage_states, schedule)
+        if trainer.is_global_zero:  # under DDP every rank holds the same state: one writer
+            _save_checkpoint(ckpt_dir / "last.pt", module, dm, boundary, stage_states, schedule)
         index += 1
     return boundary.metrics()
 
@@ -96,5 +98,13 @@ def run_schedule(cfg, schedule: Schedule, module: CausalLMModule, dm: GradualDat
 class _NoFit:
     """Stands in for a Trainer at the boundary of a stage that had nothing to train on."""
 
-    def __init__(self, dm):
+    def __init__(self, dm, trainer):
         self.datamodule, self.callbacks, self.loggers = dm, [], []
+        self.strategy, self.global_rank, self.world_size = trainer.strategy, trainer.global_rank, trainer.world_size
+        self.is_global_zero = trainer.is_global_zero
+
+
+def _trainer_device(cfg) -> torch.device:
+    """The device the stages' Trainers train on (this rank's, under DDP), from the same trainer config."""
+    return instantiate(cfg.trainer, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                       enable_model_summary=False).strategy.root_device

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities.seed import isolate_rng
 
 from gradual_lightning import tracking
@@ -88,16 +89,27 @@ class StageBoundaryProbe(pl.Callback):
         self.trained_ids = set(trained_ids)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module) -> None:
-        """Re-probe the pool and measure test accuracy with the weights the stage kept."""
+        """Re-probe the pool and measure test accuracy with the weights the stage kept.
+
+        Lightning's teardown has moved the model to the CPU by now: it goes back to the trainer's device for
+        probing. Under DDP each rank probes its shard of the questions and all ranks get every result."""
+        pl_module.to(trainer.strategy.root_device)
         model, tok = pl_module.hf_model, pl_module.tokenizer
         s = self.stage_index + 1
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        shard = {"rank": trainer.global_rank, "world_size": trainer.world_size} if distributed else {}
+        if distributed:
+            log.info("stage %d re-probe: rank %d of %d probes its shard of %d pool questions", s, trainer.global_rank,
+                     trainer.world_size, len(self.data.train))
         with isolate_rng():
             pool, _ = probe_questions(model, tok, self.data.train, self.exemplars, self.reprobe_cfg,
-                                      self.thresholds, desc=f"stage {s} re-probe pool", progress=self.progress)
+                                      self.thresholds, desc=f"stage {s} re-probe pool", progress=self.progress,
+                                      **shard)
             correct = correct_by_id(model, tok, self.data.test, self.data.dev, self.eval_probe,
-                                    desc=f"stage {s} test accuracy", progress=self.progress)
+                                    desc=f"stage {s} test accuracy", progress=self.progress, **shard)
         rows = [r.to_dict() for r in pool]
-        write_jsonl(self.out_dir / "probe" / f"stage{s}_pool.jsonl", rows)
+        if trainer.is_global_zero:
+            write_jsonl(self.out_dir / "probe" / f"stage{s}_pool.jsonl", rows)
         before = self.pool_history[-1]
         self.pool_history.append({r.id: r.category for r in pool})
         self.test_correct.append(correct)
