@@ -14,6 +14,22 @@ class DataError(ValueError):
     """Bad input data. The message names the file/line/record and the field at fault."""
 
 
+def question_and_answers(rec: dict, where: str) -> tuple[str, list[str]]:
+    """The `question` and `answers` fields of one raw record (a lone answer string counts as a list), stripped and
+    checked; errors start with `where` (file and line or record) and name the field."""
+    q = rec.get("question")
+    if not isinstance(q, str) or not q.strip():
+        raise DataError(f"{where}: field 'question' is missing or empty")
+    answers = rec.get("answers")
+    if isinstance(answers, str):
+        answers = [answers]
+    if not isinstance(answers, list) or not answers:
+        raise DataError(f"{where}: field 'answers' is missing or empty")
+    if not all(isinstance(a, str) and a.strip() for a in answers):
+        raise DataError(f"{where}: field 'answers' holds an empty or non-string answer: {answers!r}")
+    return q.strip(), [a.strip() for a in answers]
+
+
 @dataclass(frozen=True)
 class QARecord:
     """One factual question. `answers` are aliases; the first is the canonical answer used in prompts."""

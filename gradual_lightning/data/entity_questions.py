@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from gradual_lightning.data._sampling import as_list, resolve_path, rng_for
-from gradual_lightning.records import SPLITS, DataError, QARecord, QASplits
+from gradual_lightning.records import SPLITS, DataError, QARecord, QASplits, question_and_answers
 
 _FILE = re.compile(r"^(?P<rel>P\d+)\.(?P<split>train|dev|test)\.json$")
 
@@ -51,17 +51,7 @@ def _read_file(path: Path) -> list[tuple[str, list[str]]]:
         where = f"{path}: record {i}"
         if not isinstance(rec, dict):
             raise DataError(f"{where}: expected an object with 'question' and 'answers', got {type(rec).__name__}")
-        q = rec.get("question")
-        if not isinstance(q, str) or not q.strip():
-            raise DataError(f"{where}: field 'question' is missing or empty")
-        answers = rec.get("answers")
-        if isinstance(answers, str):
-            answers = [answers]
-        if not isinstance(answers, list) or not answers:
-            raise DataError(f"{where}: field 'answers' is missing or empty")
-        if not all(isinstance(a, str) and a.strip() for a in answers):
-            raise DataError(f"{where}: field 'answers' holds an empty or non-string answer: {answers!r}")
-        out.append((q.strip(), [a.strip() for a in answers]))
+        out.append(question_and_answers(rec, where))
     return out
 
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from gradual_lightning.data._sampling import apportion, resolve_path, rng_for
-from gradual_lightning.records import SPLITS, DataError, QARecord, QASplits
+from gradual_lightning.records import SPLITS, DataError, QARecord, QASplits, question_and_answers
 
 
 def _parse_line(path: Path, lineno: int, line: str, default_relation: str) -> dict:
@@ -25,16 +25,7 @@ def _parse_line(path: Path, lineno: int, line: str, default_relation: str) -> di
         raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-    q = rec.get("question")
-    if not isinstance(q, str) or not q.strip():
-        raise DataError(f"{where}: field 'question' is missing or empty")
-    answers = rec.get("answers")
-    if isinstance(answers, str):
-        answers = [answers]
-    if not isinstance(answers, list) or not answers:
-        raise DataError(f"{where}: field 'answers' is missing or empty")
-    if not all(isinstance(a, str) and a.strip() for a in answers):
-        raise DataError(f"{where}: field 'answers' holds an empty or non-string answer: {answers!r}")
+    q, answers = question_and_answers(rec, where)
     split = rec.get("split")
     if split is not None and split not in SPLITS:
         raise DataError(f"{where}: field 'split' is {split!r}, expected one of {list(SPLITS)}")
@@ -44,8 +35,8 @@ def _parse_line(path: Path, lineno: int, line: str, default_relation: str) -> di
     return {
         "id": str(rec.get("id") or f"{path.stem}-L{lineno}"),
         "relation": str(rec.get("relation") or default_relation),
-        "question": q.strip(),
-        "answers": tuple(a.strip() for a in answers),
+        "question": q,
+        "answers": tuple(answers),
         "subject": str(rec.get("subject") or ""),
         "split": split,
         "popularity": None if pop is None else float(pop),
