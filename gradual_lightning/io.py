@@ -48,3 +48,11 @@ def read_jsonl(path: str | Path) -> list[dict]:
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from e
     return rows
+
+
+def user_cache_dir(env_var: str, name: str) -> Path:
+    """`$env_var` when set, else `<$XDG_CACHE_HOME or ~/.cache>/gradual_lightning/<name>`."""
+    env = os.environ.get(env_var)
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gradual_lightning" / name

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from gradual_lightning.io import user_cache_dir
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "GL_MODEL_CACHE"
@@ -44,11 +46,7 @@ class LoadedModel:
 
 def cache_root() -> Path:
     """Where converted weights live: $GL_MODEL_CACHE, else the user cache dir."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "gradual_lightning" / "models"
+    return user_cache_dir(CACHE_ENV, "models")
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from gradual_lightning.io import read_jsonl, write_jsonl
+from gradual_lightning.io import read_jsonl, user_cache_dir, write_jsonl
 from gradual_lightning.probing.config import ProbeConfig
 from gradual_lightning.probing.mastery import MasteryThresholds
 from gradual_lightning.probing.runner import ProbeResult, recategorize
@@ -22,11 +21,7 @@ CACHE_ENV = "GL_PROBE_CACHE"
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "gradual_lightning" / "probes"
+    return user_cache_dir(CACHE_ENV, "probes")
 
 
 def probe_key(model_fingerprint: str, questions: Sequence[QARecord], source: Sequence[QARecord],
