@@ -34,7 +34,7 @@ log = logging.getLogger("train")
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     # validate everything cheap before loading anything heavy
-    schedule = schedule_from_config(cfg.schedule)
+    schedule = schedule_from_config(cfg.schedule, cfg.get("stage_overrides"))
     thresholds = MasteryThresholds.from_config(cfg.mastery)
     probe_cfg = ProbeConfig.from_config(cfg.probe)
     reprobe_cfg = replace(probe_cfg, **cfg.reprobe)

@@ -129,3 +129,16 @@ def test_to_dict_is_plain_and_round_trips():
     d = s.to_dict()
     assert OmegaConf.to_container(OmegaConf.create(d)) == d
     assert from_config(d) == s
+
+
+def test_stage_overrides_set_a_field_in_every_stage_and_keep_the_stages():
+    two = OmegaConf.load(CONF / "schedule" / "two_stage.yaml")
+    s = from_config(two, OmegaConf.create({"epochs": 1, "lr": 1e-3}))
+    assert [(st.epochs, st.lr) for st in s.stages] == [(1, 1e-3), (1, 1e-3)]
+    assert s.stages[1].reprobe and s.stages[1].replay_ratio == 0.2  # everything else is the schedule's
+    assert from_config(OmegaConf.load(CONF / "schedule" / "one_stage.yaml"), {"epochs": 1}).num_stages == 1
+    assert from_config(two, {}).stages[0].epochs == from_config(two).stages[0].epochs
+    with pytest.raises(ScheduleError, match=r"stage_overrides: unknown key\(s\) \['epoch'\]"):
+        from_config(two, {"epoch": 1})
+    with pytest.raises(ScheduleError, match="field 'epochs'"):
+        from_config(two, {"epochs": 0})

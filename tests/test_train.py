@@ -34,6 +34,18 @@ def test_every_schedule_composes_and_validates(schedule):
     assert from_config(cfg.schedule).num_stages >= 1
 
 
+@pytest.mark.parametrize("schedule", ["one_stage", "two_stage", "n_stage"])
+def test_smoke_preset_keeps_the_chosen_schedule_and_shortens_its_stages(schedule):
+    from gradual_lightning.training.schedules import from_config
+
+    cfg = _compose(["experiment=smoke", f"schedule={schedule}"])
+    plain = from_config(_compose([f"schedule={schedule}"]).schedule)
+    smoke = from_config(cfg.schedule, cfg.stage_overrides)
+    assert smoke.name == schedule and len(smoke.stages) == len(plain.stages)
+    assert all(st.epochs == 1 for st in smoke.stages)
+    assert [st.reprobe for st in smoke.stages] == [st.reprobe for st in plain.stages]
+
+
 def test_category_schedule_takes_the_category_from_the_command_line():
     from gradual_lightning.training.schedules import from_config
 

@@ -185,15 +185,27 @@ def _tuple(v):
     return tuple(v) if isinstance(v, list | tuple) else v
 
 
-def from_config(cfg: Any) -> Schedule:
-    """Build and validate a Schedule from a `conf/schedule/*.yaml` node (DictConfig or plain mapping)."""
+def from_config(cfg: Any, stage_overrides: Mapping[str, Any] | None = None) -> Schedule:
+    """Build and validate a Schedule from a `conf/schedule/*.yaml` node (DictConfig or plain mapping).
+
+    `stage_overrides` (train.yaml's `stage_overrides`, e.g. {epochs: 1}) replace those fields in every stage: a
+    quick run of any schedule that keeps its stages (experiment=smoke)."""
     try:
         from omegaconf import DictConfig, OmegaConf
 
         if isinstance(cfg, DictConfig):
             cfg = OmegaConf.to_container(cfg, resolve=True)
+        if isinstance(stage_overrides, DictConfig):
+            stage_overrides = OmegaConf.to_container(stage_overrides, resolve=True)
     except ImportError:  # pragma: no cover - omegaconf is a dependency
         pass
+    if stage_overrides:
+        unknown = sorted(set(stage_overrides) - set(STAGE_KEYS))
+        if unknown:
+            raise ScheduleError(f"stage_overrides: unknown key(s) {unknown}; allowed: {list(STAGE_KEYS)}")
+        if isinstance(cfg, Mapping) and isinstance(cfg.get("stages"), list | tuple):
+            cfg = {**cfg, "stages": [{**st, **stage_overrides} if isinstance(st, Mapping) else st
+                                     for st in cfg["stages"]]}
     if not isinstance(cfg, Mapping):
         raise ScheduleError(f"a schedule must be a mapping, got {type(cfg).__name__}")
     name = cfg.get("name", "?")
