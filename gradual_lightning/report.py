@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE, FAILED_FILE = "metrics.json", "failed.json"
 SCALARS = ("test_accuracy", "retention", "incremental_gain")
+BOUNDS = {"test_accuracy": (0.0, 1.0), "retention": (0.0, 1.0)}  # a t interval of a share can leave [0, 1]: clip it
 PER_STAGE = ("knowledge_acquired", "knowledge_acquired_untrained")
 CSV_COLUMNS = ("group", "metric", "stage", "n", "mean", "ci_low", "ci_high", "n_failed")
 PLOTS = ("knowledge_acquired.png", "transitions_final.png")
@@ -152,9 +153,15 @@ class Stat:
     high: float = math.nan
 
     @classmethod
-    def of(cls, values: Sequence[float | None]) -> Stat:
+    def of(cls, values: Sequence[float | None], bounds: tuple[float, float] | None = None) -> Stat:
+        """Mean and 95% CI of the values that are not None; with `bounds`, the interval is clipped to them."""
         vals = [float(v) for v in values if v is not None]
-        return cls(len(vals), *mean_ci(vals)) if vals else cls(0)
+        if not vals:
+            return cls(0)
+        mean, low, high = mean_ci(vals)
+        if bounds is not None and not math.isnan(low):
+            low, high = max(low, bounds[0]), min(high, bounds[1])
+        return cls(len(vals), mean, low, high)
 
 
 @dataclass
@@ -176,7 +183,7 @@ class Group:
         return [j for j in self.jobs if not j.ok]
 
     def scalar(self, metric: str) -> Stat:
-        return Stat.of([j.metrics.get(metric) for j in self.finished])
+        return Stat.of([j.metrics.get(metric) for j in self.finished], BOUNDS.get(metric))
 
     def per_stage(self, metric: str) -> list[Stat]:
         """Stat per stage over the seeds that reached it (schedules that repeat may stop at different stages)."""
@@ -245,8 +252,8 @@ def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group],
     common = common_overrides(groups)
     lines = [f"# Sweep report: `{sweep_dir}`", "",
              f"{len(jobs)} jobs: {n_ok} finished, {len(jobs) - n_ok} failed or unfinished. Cells: mean "
-             "[95% CI, Student t] across seeds (no interval with one seed); knowledge acquired = HighlyKnown "
-             "questions of the pool after the stage minus before training."
+             "[95% CI, Student t] across seeds (no interval with one seed; accuracies' intervals clipped to [0, 1]); "
+             "knowledge acquired = HighlyKnown questions of the pool after the stage minus before training."
              + (f" Overrides of every job: `{' '.join(common)}`." if common else ""), "",
              "| group | seeds | failed | test accuracy | retention | knowledge acquired (final) | incremental gain "
              "| acquired, untrained (final) |",

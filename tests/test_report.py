@@ -90,6 +90,8 @@ def test_csv_numbers_are_mean_ci_across_seeds(sweep):
     ]:
         row = _row(rows, group, metric, stage)
         mean, low, high = mean_ci(values)
+        if metric == "test_accuracy":  # a share: the interval is clipped to [0, 1] (two seeds: t = 12.7)
+            low, high = max(low, 0.0), min(high, 1.0)
         assert int(row["n"]) == len(values)
         assert float(row["mean"]) == pytest.approx(mean, rel=1e-5)
         assert float(row["ci_low"]) == pytest.approx(low, rel=1e-5)
@@ -181,3 +183,15 @@ def test_nan_free_plots_with_one_seed(tmp_path):
     stats = report.groups[0].per_stage("knowledge_acquired")
     assert [s.n for s in stats] == [1, 1, 1] and all(math.isnan(s.low) for s in stats)
     assert (tmp_path / "knowledge_acquired.png").exists()
+
+
+def test_accuracy_intervals_are_clipped_to_0_1_and_counts_are_not(tmp_path):
+    for seed, (acc, retention, acquired) in enumerate([(0.9, 1.0, -3), (1.0, 0.7, 9), (0.95, 1.0, 1)]):
+        _job(tmp_path, seed, [f"seed={seed}"], _metrics(seed, acc, [0, acquired], retention=retention))
+    group = write_report(tmp_path, plots=False).groups[0]
+    for metric, values in (("test_accuracy", [0.9, 1.0, 0.95]), ("retention", [1.0, 0.7, 1.0])):
+        mean, low, high = mean_ci(values)
+        assert high > 1  # the raw t interval leaves [0, 1] ...
+        st = group.scalar(metric)
+        assert (st.mean, st.low, st.high) == (pytest.approx(mean), pytest.approx(low), 1.0)  # ... the report's not
+    assert group.final("knowledge_acquired").low == pytest.approx(mean_ci([-3, 9, 1])[1])  # counts: not clipped
