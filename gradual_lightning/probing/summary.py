@@ -39,14 +39,14 @@ def summary_table(results: Sequence, title: str = "Probe categories"):
 
 def plot_categories(results: Sequence, path: str | Path, title: str = "SliCK categories per relation") -> Path:
     """Stacked horizontal bars, one per relation: where the model's knowledge is."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from gradual_lightning.plots import save_png
 
     by_rel = counts_by_relation(results)
     rels = list(by_rel)
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(rels)))
+    fig = Figure(figsize=(8, 1.6 + 0.45 * len(rels)), layout="constrained")
+    ax = fig.subplots()
     left = [0] * len(rels)
     for c in CATEGORIES:
         vals = [by_rel[r][c] for r in rels]
@@ -55,11 +55,5 @@ def plot_categories(results: Sequence, path: str | Path, title: str = "SliCK cat
     ax.set_xlabel("questions")
     ax.set_title(title)
     ax.invert_yaxis()
-    ax.legend(ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(rels) < 4 else -0.12), frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    fig.legend(ncol=4, loc="outside lower center", frameon=False)  # below the axis label, never over it
+    return save_png(fig, path, dpi=110)
