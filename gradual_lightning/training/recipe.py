@@ -101,7 +101,6 @@ class _NoFit:
     def __init__(self, dm, trainer):
         self.datamodule, self.callbacks, self.loggers = dm, [], []
         self.strategy, self.global_rank, self.world_size = trainer.strategy, trainer.global_rank, trainer.world_size
-        self.is_global_zero = trainer.is_global_zero
 
 
 def _trainer_device(cfg) -> torch.device:

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.seed import isolate_rng
 
+from gradual_lightning import io as gl_io
 from gradual_lightning import tracking
-from gradual_lightning.io import write_json, write_jsonl
 from gradual_lightning.probing.cache import ProbeCache
 from gradual_lightning.probing.cached import probe_questions
 from gradual_lightning.probing.config import ProbeConfig
@@ -28,6 +29,8 @@ from gradual_lightning.training import metrics as M
 from gradual_lightning.training.evaluation import correct_by_id
 
 log = logging.getLogger(__name__)
+# Under trainer=ddp every rank runs this callback with the same results: rank 0 writes the files.
+write_json, write_jsonl = rank_zero_only(gl_io.write_json), rank_zero_only(gl_io.write_jsonl)
 
 
 class StageBoundaryProbe(pl.Callback):
@@ -108,8 +111,7 @@ class StageBoundaryProbe(pl.Callback):
             correct = correct_by_id(model, tok, self.data.test, self.data.dev, self.eval_probe,
                                     desc=f"stage {s} test accuracy", progress=self.progress, **shard)
         rows = [r.to_dict() for r in pool]
-        if trainer.is_global_zero:
-            write_jsonl(self.out_dir / "probe" / f"stage{s}_pool.jsonl", rows)
+        write_jsonl(self.out_dir / "probe" / f"stage{s}_pool.jsonl", rows)
         before = self.pool_history[-1]
         self.pool_history.append({r.id: r.category for r in pool})
         self.test_correct.append(correct)
