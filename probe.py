@@ -15,9 +15,9 @@ from gradual_lightning.data import load_data
 from gradual_lightning.io import write_json, write_jsonl
 from gradual_lightning.models import load_model
 from gradual_lightning.probing.cache import ProbeCache
-from gradual_lightning.probing.cached import probe_questions
 from gradual_lightning.probing.config import ProbeConfig
 from gradual_lightning.probing.mastery import MasteryThresholds
+from gradual_lightning.probing.prober import probe_questions
 from gradual_lightning.probing.summary import category_counts, counts_by_relation, plot_categories, summary_table
 from gradual_lightning.provenance import run_record
 from gradual_lightning.records import SPLITS

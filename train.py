@@ -22,10 +22,13 @@ from gradual_lightning.models import load_model
 from gradual_lightning.probing.cache import ProbeCache
 from gradual_lightning.probing.config import ProbeConfig
 from gradual_lightning.probing.mastery import MasteryThresholds
+from gradual_lightning.probing.prober import Prober
 from gradual_lightning.provenance import run_record
 from gradual_lightning.report import FAILED_FILE, record_failure
-from gradual_lightning.training.datamodule import GradualDataModule
+from gradual_lightning.training.checkpoint import run_identity
+from gradual_lightning.training.ledger import KnowledgeLedger
 from gradual_lightning.training.recipe import run_schedule
+from gradual_lightning.training.schedules import explicit_stage_fields
 from gradual_lightning.training.schedules import from_config as schedule_from_config
 from gradual_lightning.training.summary import print_summary
 
@@ -34,7 +37,8 @@ log = logging.getLogger("train")
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     # validate everything cheap before loading anything heavy
-    schedule = schedule_from_config(cfg.schedule, cfg.get("stage_overrides"))
+    explicit = explicit_stage_fields(_command_line_overrides())
+    schedule = schedule_from_config(cfg.schedule, cfg.get("stage_overrides"), explicit=explicit)
     thresholds = MasteryThresholds.from_config(cfg.mastery)
     probe_cfg = ProbeConfig.from_config(cfg.probe)
     reprobe_cfg = replace(probe_cfg, **cfg.reprobe)
@@ -49,18 +53,27 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         write_json(out_dir / "run.json", record)
     module = instantiate(cfg.train_module, model=lm.model, tokenizer=lm.tokenizer,
                          finetune=OmegaConf.to_container(cfg.finetune, resolve=True))
-    dm = GradualDataModule(data.train, data.dev, data.test, batch_size=cfg.batch_size, seed=cfg.seed)
+    dm = instantiate(cfg.datamodule, pool=data.train, dev=data.dev, test=data.test)
     dm.connect(lm.tokenizer, max_length=cfg.max_length)
     loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
     for lg in loggers:
         lg.log_hyperparams(record["config"])
+    callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
 
-    from gradual_lightning.training.stage_probe import StageBoundaryProbe
+    def make_trainer(stage, stage_callbacks):
+        # reload_dataloaders_every_n_epochs=1: each epoch's plan (and replay draw) is made afresh; the DataModule
+        # shards its own epoch plan under DDP, so Lightning must not add a sampler. Neither is left to the config.
+        return instantiate(cfg.trainer, max_epochs=stage.epochs, callbacks=[*stage_callbacks, *callbacks],
+                           logger=loggers or False, default_root_dir=str(out_dir), enable_checkpointing=False,
+                           reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False)
 
-    boundary = StageBoundaryProbe(data, probe_cfg, reprobe_cfg, eval_cfg, thresholds, out_dir,
-                                  cache=ProbeCache() if cfg.cache else None, progress=cfg.progress)
-    metrics = run_schedule(cfg, schedule, module, dm, boundary, lm.fingerprint, out_dir, loggers, eval_cfg,
-                           ckpt_path=cfg.ckpt_path)
+    prober = Prober(data, lm.tokenizer, probe_cfg, reprobe_cfg, eval_cfg, thresholds,
+                    model_fingerprint=lm.fingerprint, cache=ProbeCache() if cfg.cache else None,
+                    progress=cfg.progress)
+    ledger = KnowledgeLedger([r.id for r in data.train])
+    identity = run_identity(record["config"], schedule, record["data_fingerprint"], lm.fingerprint)
+    metrics = run_schedule(schedule, module, dm, prober, ledger, make_trainer, out_dir, loggers=loggers,
+                           identity=identity, ckpt_path=cfg.ckpt_path)
     metrics["run"] = {k: record[k] for k in ("seed", "data_fingerprint", "model_fingerprint")}
     if not main_process:
         return metrics
@@ -72,6 +85,11 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     tracking.log_summary(loggers, metrics)
     print_summary(metrics, out_dir)
     return metrics
+
+
+def _command_line_overrides() -> list[str]:
+    """The user's overrides of this job (Hydra's task overrides; none outside a Hydra app)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _finish_wandb(exit_code: int) -> None:

@@ -39,13 +39,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gradual_lightning.models import load_model  # noqa: E402
-from gradual_lightning.probing.engine import (  # noqa: E402
-    GenerationEngine,
-    encode_prompt,
-    finish_text,
-    naive_generate_ids,
-    stop_token_ids,
-)
+from gradual_lightning.probing.engine import GenerationEngine  # noqa: E402
+from gradual_lightning.probing.hf import naive_generate_ids  # noqa: E402
+from gradual_lightning.probing.tokens import encode_prompt, finish_text, stop_token_ids  # noqa: E402
 
 CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America", "OC": "Oceania",
               "SA": "South America", "AN": "Antarctica"}

@@ -10,16 +10,10 @@ import torch
 from omegaconf import OmegaConf
 
 from gradual_lightning.models import load_model
-from gradual_lightning.probing.engine import (
-    GenerationEngine,
-    common_prefix_len,
-    encode_prompt,
-    length_buckets,
-    naive_generate,
-    plan_groups,
-    sample_token,
-    suffix_batch_inputs,
-)
+from gradual_lightning.probing.batching import common_prefix_len, length_buckets, plan_groups, suffix_batch_inputs
+from gradual_lightning.probing.engine import GenerationEngine
+from gradual_lightning.probing.hf import naive_generate
+from gradual_lightning.probing.tokens import encode_prompt, sample_token
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

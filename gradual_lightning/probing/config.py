@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from gradual_lightning.probing.backend import BACKENDS
 from gradual_lightning.probing.matching import MATCH_MODES, NORMALIZER_VERSION
 from gradual_lightning.probing.prompts import EXEMPLAR_SETS, FORMATS
 
 EXEMPLAR_SOURCES = ("dev", "pool")
-METHODS = ("generate",)
 # Settings that change how fast a probe runs but not what it finds: left out of cache keys.
 _SPEED_ONLY = ("batch_size",)
 
@@ -31,11 +31,11 @@ class ProbeConfig:
     early_stop_sampling: bool = False  # stop at a question's first correct sample (p_sampled becomes a lower bound)
     match: str = "exact"           # exact (SliCK) | contains (reference code)
     seed: int = 0
-    method: str = "generate"
+    backend: str = "engine"         # engine (prefix-KV cache) | hf (plain generate, the reference)
 
     def __post_init__(self) -> None:
         choices = {"exemplar_source": EXEMPLAR_SOURCES, "exemplar_sets": EXEMPLAR_SETS, "format": FORMATS,
-                   "match": MATCH_MODES, "method": METHODS}
+                   "match": MATCH_MODES, "backend": BACKENDS}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"probe.{key}={getattr(self, key)!r} is not one of {allowed}")

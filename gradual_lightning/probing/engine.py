@@ -1,4 +1,4 @@
-"""Fast short-answer generation for SliCK probing: one KV cache per exemplar prefix, reused by every question.
+"""The prefix-KV probe backend: one KV cache per exemplar prefix, reused by every question under it.
 
 A SliCK prompt is `prefix + suffix`: the prefix holds k few-shot exemplars of a relation (shared by every question of
 that relation and exemplar set), the suffix is `"Q: <question>\\nA:"`. `GenerationEngine` runs one forward over the
@@ -6,16 +6,12 @@ prefix plus the suffixes' common leading tokens (the question template), keeps t
 length-bucketed batch of suffixes builds a fresh preallocated cache from it (expanded along the batch dim), prefills
 the left-padded suffix tails on top (pads sit between prefix and tail, masked; position ids count real tokens only)
 and decodes with a manual greedy/sampling loop that stops rows at the stop string or EOS and drops finished rows.
-Sampling prefills each prompt once and repeats its cache `num_samples` times.
+Sampling prefills each prompt once and repeats its cache `num_samples` times. Teacher-forced scoring
+(`path_logits`) reads the logits along given answer paths on top of the same cached prefix.
 
-Tokenisation (the same for every method, so comparisons are exact): the prefix gets the tokenizer's normal special
-tokens, the suffix none, and the two id lists are concatenated (`encode_prompt`). Answers are the decoded new text,
-cut at the first stop string and stripped (`finish_text`); decoding stops at a token whose text contains the stop
-string, at EOS, or after `max_new_tokens`.
-
-The small pure functions (`left_pad`, `suffix_batch_inputs`, `greedy_token`, `sample_token`, `stop_flags`,
-`new_cache`, `select_rows`, `length_buckets`, `finish_text`) carry the logic; `naive_generate` is the plain HF
-`model.generate` baseline used by the benchmark and the tests.
+This is the one module that touches transformers internals (StaticCache/DynamicCache layouts, the forward's cache
+argument); tokenisation and token choice are shared with every backend (`tokens.py`), batching is pure
+(`batching.py`).
 """
 
 from __future__ import annotations
@@ -25,139 +21,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, GenerationConfig, StaticCache
+from transformers import DynamicCache, StaticCache
 
-Prompt = str | tuple[str, str] | Sequence[int]
+from gradual_lightning.probing.batching import common_prefix_len, length_buckets, plan_groups, suffix_batch_inputs
+from gradual_lightning.probing.tokens import (
+    encode_prefix,
+    encode_suffix,
+    eos_ids,
+    finish_text,
+    greedy_token,
+    sample_token,
+    stop_flags,
+    stop_token_ids,
+)
+
 SHARE_MIN_SAVING = 24  # tokens of prefill a shared template must save to be worth its own forward
-
-# ----------------------------------------------------------------------------------------------- tokenisation
-
-
-def encode_prefix(tokenizer, prefix: str) -> list[int]:
-    """Prefix ids with the tokenizer's normal special tokens (none for SmolLM2, BOS for Llama-3)."""
-    return list(tokenizer(prefix).input_ids)
-
-
-def encode_suffix(tokenizer, suffix: str) -> list[int]:
-    return list(tokenizer(suffix, add_special_tokens=False).input_ids)
-
-
-def encode_prompt(tokenizer, prefix: str, suffix: str) -> list[int]:
-    """The exact ids the engine feeds for `prefix + suffix` (prefix and suffix tokenised separately)."""
-    return encode_prefix(tokenizer, prefix) + encode_suffix(tokenizer, suffix)
-
-
-def _prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
-    if isinstance(prompt, str):
-        return encode_prefix(tokenizer, prompt)
-    if isinstance(prompt, tuple) and len(prompt) == 2 and all(isinstance(p, str) for p in prompt):
-        return encode_prompt(tokenizer, *prompt)
-    return [int(t) for t in prompt]
-
-
-_STOP_IDS: dict[tuple[int, str], tuple[object, list[int]]] = {}
-
-
-def eos_ids(model, tokenizer) -> list[int]:
-    """EOS ids from the tokenizer and the model's generation config."""
-    ids = {tokenizer.eos_token_id}
-    gen = getattr(model, "generation_config", None)
-    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
-    ids.update(extra if isinstance(extra, (list, tuple)) else [extra])
-    return sorted(int(i) for i in ids if i is not None)
-
-
-def stop_token_ids(tokenizer, stop: str) -> list[int]:
-    """Ids of every vocabulary token whose text contains `stop` (decoded once per tokenizer, ~1 s, memoised)."""
-    key = (id(tokenizer), stop)
-    hit = _STOP_IDS.get(key)
-    if hit is None or hit[0] is not tokenizer:
-        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-        hit = (tokenizer, [i for i, t in enumerate(texts) if stop and stop in t])
-        _STOP_IDS[key] = hit
-    return list(hit[1])
-
-
-def finish_text(tokenizer, ids: Sequence[int], stop: str) -> str:
-    """Decoded answer: special tokens skipped, cut at the first stop string, stripped."""
-    text = tokenizer.decode(list(ids), skip_special_tokens=True)
-    if stop:
-        text = text.split(stop, 1)[0]
-    return text.strip()
-
-
-# ----------------------------------------------------------------------------------------------- batching
-
-
-def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
-    """Number of leading tokens all sequences share."""
-    first = seqs[0]
-    n = min(len(s) for s in seqs)
-    for s in seqs[1:]:
-        n = next((i for i in range(n) if s[i] != first[i]), n)
-    return n
-
-
-def plan_groups(lengths: Sequence[int], overhead: int) -> list[tuple[int, int]]:
-    """Cut ascending `lengths` into contiguous [start, stop) groups minimising sum(overhead + rows * longest row).
-
-    That is the padded tokens a prefill computes when each group is one forward, `overhead` pricing a forward's
-    fixed cost in tokens. Dynamic programming over the cut points, O(n^2).
-    """
-    n = len(lengths)
-    cost = [0.0] + [float("inf")] * n
-    start = [0] * (n + 1)
-    for stop in range(1, n + 1):
-        for i in range(stop):
-            c = cost[i] + overhead + (stop - i) * lengths[stop - 1]
-            if c < cost[stop]:
-                cost[stop], start[stop] = c, i
-    groups, stop = [], n
-    while stop > 0:
-        groups.append((start[stop], stop))
-        stop = start[stop]
-    return groups[::-1]
-
-
-def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices sorted by length (stable), cut into consecutive batches: neighbours have similar lengths."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask) of shape [B, max_len], sequences right-aligned."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        if s:
-            ids[row, width - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
-            mask[row, width - len(s) :] = 1
-    return ids, mask
-
-
-def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Position of each token among the real ones of its row (a pad repeats its left neighbour's; pads are never
-    attended to, so their positions do not matter)."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-def suffix_batch_inputs(
-    suffixes: Sequence[Sequence[int]], prefix_len: int, pad_id: int, extra: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inputs to prefill left-padded suffixes on top of a cached prefix of `prefix_len` tokens.
-
-    Returns input_ids [B, S], attention_mask [B, prefix_len + S + extra] (ones over the prefix, zeros over each row's
-    pads, which sit between prefix and suffix, ones over the suffix and the `extra` slots left for new tokens: the
-    causal mask hides those until they are written) and position_ids [B, S] (prefix_len + index among the row's real
-    suffix tokens), so every row sees exactly the positions and keys of its unpadded prompt.
-    """
-    ids, suffix_mask = left_pad(suffixes, pad_id)
-    ones = torch.ones((len(suffixes), prefix_len), dtype=torch.long)
-    mask = torch.cat([ones, suffix_mask, torch.ones((len(suffixes), extra), dtype=torch.long)], dim=1)
-    return ids, mask, positions_from_mask(mask)[:, prefix_len : prefix_len + ids.shape[1]]
-
 
 def new_cache(prefix_kv: Sequence[tuple[torch.Tensor, torch.Tensor]], batch: int, max_len: int, config) -> StaticCache:
     """A preallocated cache of `max_len` slots for `batch` rows, holding the prefix K/V in its first slots.
@@ -179,31 +57,6 @@ def select_rows(cache, index: torch.Tensor) -> None:
             layer.values = layer.values.index_select(0, index)
             if hasattr(layer, "batch_size"):
                 layer.batch_size = index.numel()
-
-
-# ----------------------------------------------------------------------------------------------- token choice
-
-
-def greedy_token(logits: torch.Tensor) -> torch.Tensor:
-    """[B, V] -> [B] argmax (first index on ties, as HF generate)."""
-    return logits.argmax(dim=-1)
-
-
-def sample_token(logits: torch.Tensor, *, temperature: float, top_k: int, generator: torch.Generator) -> torch.Tensor:
-    """[B, V] -> [B]: softmax(top-k logits / temperature), one multinomial draw per row from `generator`."""
-    if temperature <= 0:
-        return greedy_token(logits)
-    logits = logits.float() / temperature
-    if 0 < top_k < logits.shape[-1]:
-        values, indices = torch.topk(logits, top_k, dim=-1)
-        choice = torch.multinomial(torch.softmax(values, dim=-1), 1, generator=generator)
-        return indices.gather(-1, choice).squeeze(-1)
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
-
-
-def stop_flags(next_ids: torch.Tensor, stop_mask: torch.Tensor) -> torch.Tensor:
-    """[B] bool: the token just chosen ends its row (EOS or a token whose text contains the stop string)."""
-    return stop_mask[next_ids]
 
 
 # ----------------------------------------------------------------------------------------------- decode loop
@@ -464,49 +317,22 @@ class GenerationEngine:
                     out[batch[r // n]].append(finish_text(self.tokenizer, toks, self.stop))
         return out
 
-
-# ----------------------------------------------------------------------------------------------- baseline
-
-
-def generation_config(model, tokenizer, *, max_new_tokens: int, stop: str = "\n", **kw) -> GenerationConfig:
-    """HF GenerationConfig that stops where the engine stops (EOS + every token containing `stop`)."""
-    stops = sorted(set(stop_token_ids(tokenizer, stop)) | set(eos_ids(model, tokenizer)))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    kw.setdefault("do_sample", False)
-    if not kw["do_sample"]:
-        kw.update(temperature=None, top_k=None, top_p=None)
-    return GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad, **kw)
-
-
-@torch.inference_mode()
-def naive_generate_ids(model, tokenizer, prompts: Sequence[Prompt], *, max_new_tokens: int, batch_size: int = 1,
-                       stop: str = "\n", **sampling) -> list[list[int]]:
-    """New token ids per returned sequence (through the first stop token) from HF `model.generate`.
-
-    `batch_size` prompts per call, left-padded when > 1. `sampling` goes to the GenerationConfig (e.g. do_sample=True,
-    num_return_sequences=16, temperature=0.5, top_k=40); rows come out prompt-major as from HF.
-    """
-    device = next(model.parameters()).device
-    gen = generation_config(model, tokenizer, max_new_tokens=max_new_tokens, stop=stop, **sampling)
-    stops = set(gen.eos_token_id)
-    ids = [_prompt_ids(tokenizer, p) for p in prompts]
-    out_ids: list[list[int]] = []
-    for start in range(0, len(ids), max(1, batch_size)):
-        input_ids, mask = left_pad(ids[start : start + max(1, batch_size)], gen.pad_token_id)
-        out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=gen)
-        for row in out[:, input_ids.shape[1] :].tolist():
-            end = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
-            out_ids.append(row[:end])
-    return out_ids
-
-
-def naive_generate(model, tokenizer, prompts: Sequence[Prompt], *, max_new_tokens: int, batch_size: int = 1,
-                   stop: str = "\n") -> list[str]:
-    """Baseline: HF `model.generate`, greedy, `batch_size` prompts per call (left padding when > 1).
-
-    A prompt is a string (tokenised like a prefix), a (prefix, suffix) pair (tokenised exactly as the engine does:
-    use this for fair comparisons) or a list of token ids. Same stop tokens and post-processing as the engine.
-    """
-    rows = naive_generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                              stop=stop)
-    return [finish_text(tokenizer, row, stop) for row in rows]
+    @torch.inference_mode()
+    def path_logits(self, prefix: str, suffixes: Sequence[str], paths: Sequence[Sequence[int]],
+                    owner: Sequence[int]) -> list[torch.Tensor]:
+        """Teacher-forced scores: for each path (answer tokens for suffix `owner[j]`), fp32 logits
+        [len(path) + 1, V] at every path position and one after it, on top of the cached prefix."""
+        prefix_kv, tails = self._shared(prefix, suffixes)
+        prefix_len = prefix_kv[0][0].shape[2] if prefix_kv else 0
+        rows = [list(tails[o]) + list(p) for o, p in zip(owner, paths)]
+        out: list[torch.Tensor | None] = [None] * len(rows)
+        for batch in length_buckets([len(r) for r in rows], self.batch_size):
+            ids, mask, positions = (t.to(self._device) for t in
+                                    suffix_batch_inputs([rows[j] for j in batch], prefix_len, self.pad_id))
+            keep = max(len(paths[j]) for j in batch) + 1
+            cache = new_cache(prefix_kv, len(batch), mask.shape[1], self.model.config)
+            res = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=keep, **{self._cache_kw: cache})
+            for row, j in enumerate(batch):
+                out[j] = res.logits[row, keep - len(paths[j]) - 1:].float()
+        return out  # type: ignore[return-value]

@@ -1,7 +1,8 @@
 """Probe a model on a set of questions: greedy phase, adaptive sampling phase, categories.
 
-Prompts are grouped by their shared prefix so the engine computes each exemplar prefix once. Work can be sharded
-across data-parallel ranks (each rank probes questions[rank::world_size]); results are gathered in input order.
+Prompts are grouped by their shared prefix, so a backend (`backend.py`) can compute each exemplar prefix once.
+Work can be sharded across data-parallel ranks (each rank probes questions[rank::world_size]); results are gathered
+in input order.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def _chunks(items: list, size: int):
         yield items[i:i + size]
 
 
-def _greedy_phase(engine, prompts: dict[str, list[Prompt]], chunk: int, bar) -> dict[str, list[str]]:
-    """All greedy answers, one engine call per (prefix, chunk of suffixes)."""
+def _greedy_phase(backend, prompts: dict[str, list[Prompt]], chunk: int, bar) -> dict[str, list[str]]:
+    """All greedy answers, one backend call per (prefix, chunk of suffixes)."""
     groups: dict[str, list[tuple[str, int, str]]] = defaultdict(list)
     for qid, plist in prompts.items():
         for j, p in enumerate(plist):
@@ -54,13 +55,13 @@ def _greedy_phase(engine, prompts: dict[str, list[Prompt]], chunk: int, bar) -> 
     answers = {qid: [""] * len(plist) for qid, plist in prompts.items()}
     for prefix, items in groups.items():
         for part in _chunks(items, chunk):
-            for (qid, j, _), text in zip(part, engine.greedy(prefix, [s for _, _, s in part])):
+            for (qid, j, _), text in zip(part, backend.greedy(prefix, [s for _, _, s in part])):
                 answers[qid][j] = text
             bar.update(len(part))
     return answers
 
 
-def _sampling_phase(engine, prompts, to_sample: dict[str, QARecord], cfg: ProbeConfig, chunk: int, bar):
+def _sampling_phase(backend, prompts, to_sample: dict[str, QARecord], cfg: ProbeConfig, chunk: int, bar):
     """Samples per question, prompt by prompt; with early stop, a question leaves once one sample is correct."""
     generator = torch.Generator().manual_seed(cfg.seed)
     samples: dict[str, list[str]] = {qid: [] for qid in to_sample}
@@ -72,7 +73,7 @@ def _sampling_phase(engine, prompts, to_sample: dict[str, QARecord], cfg: ProbeC
                 groups[prompts[qid][j].prefix].append(qid)
         for prefix, qids in groups.items():
             for part in _chunks(qids, chunk):
-                outs = engine.sample(prefix, [prompts[q][j].suffix for q in part], num_samples=cfg.num_samples,
+                outs = backend.sample(prefix, [prompts[q][j].suffix for q in part], num_samples=cfg.num_samples,
                                      temperature=cfg.temperature, top_k=cfg.top_k, generator=generator)
                 for qid, texts in zip(part, outs):
                     samples[qid].extend(texts)
@@ -109,7 +110,7 @@ def results_from_answers(
 
 
 def run_probe(
-    engine,
+    backend,
     questions: Sequence[QARecord],
     exemplar_source: Sequence[QARecord],
     cfg: ProbeConfig,
@@ -133,7 +134,7 @@ def run_probe(
     chunk = cfg.batch_size * 4
     with tqdm(total=len(shard) * cfg.num_prompts, desc=f"{desc} greedy", unit="prompt",
               disable=not progress or rank != 0) as bar:
-        greedy = _greedy_phase(engine, prompts, chunk, bar)
+        greedy = _greedy_phase(backend, prompts, chunk, bar)
 
     samples: dict[str, list[str]] = {}
     stopped: set[str] = set()
@@ -142,7 +143,7 @@ def run_probe(
                      or thresholds.needs_sampling(share_correct(greedy[q.id], q.answers, cfg.match))}
         with tqdm(total=len(to_sample) * cfg.num_prompts * cfg.num_samples, desc=f"{desc} sampling",
                   unit="sample", disable=not progress or rank != 0 or not to_sample) as bar:
-            samples, stopped = _sampling_phase(engine, prompts, to_sample, cfg, chunk, bar)
+            samples, stopped = _sampling_phase(backend, prompts, to_sample, cfg, chunk, bar)
 
     results = results_from_answers(shard, prompts, greedy, samples, stopped, cfg, thresholds)
     if world_size == 1:

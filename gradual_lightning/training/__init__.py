@@ -11,14 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "GradualDataModule": "datamodule", "collate": "datamodule", "encode_qa": "datamodule",
+    "KnowledgeLedger": "ledger", "Partition": "ledger",
     "CausalLMModule": "module", "FinetuneConfig": "module", "warmup_lr_scheduler": "module",
     "Schedule": "schedules", "ScheduleError": "schedules", "Stage": "schedules", "from_config": "schedules",
 }
-__all__ = ["CausalLMModule", "FinetuneConfig", "GradualDataModule", "Schedule", "ScheduleError", "Stage",
+__all__ = ["CausalLMModule", "FinetuneConfig", "GradualDataModule", "KnowledgeLedger", "Partition", "Schedule",
+           "ScheduleError", "Stage",
            "collate", "encode_qa", "from_config", "warmup_lr_scheduler"]
 
 if TYPE_CHECKING:
     from gradual_lightning.training.datamodule import GradualDataModule, collate, encode_qa
+    from gradual_lightning.training.ledger import KnowledgeLedger, Partition
     from gradual_lightning.training.module import CausalLMModule, FinetuneConfig, warmup_lr_scheduler
     from gradual_lightning.training.schedules import Schedule, ScheduleError, Stage, from_config
 

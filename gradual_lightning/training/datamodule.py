@@ -1,15 +1,13 @@
-"""GradualDataModule: the training pool re-partitioned at every stage boundary from the latest probe.
+"""GradualDataModule: serves the epochs of the current stage's partition (chosen by the `KnowledgeLedger`).
 
-A stage's training set = the pool questions its `select` rule picks (see `schedules.Stage`) plus replay questions drawn
-afresh each epoch (or each batch) with a seed derived from (seed, stage, epoch), so a resumed run sees exactly the
-same batches. Everything a resume needs is in `state_dict()` as plain lists, dicts, strings and ints.
+A stage's training set = the pool questions the ledger selected plus replay questions drawn afresh each epoch (or
+each batch) with a seed derived from (seed, stage, epoch) (`Partition.epoch_plan`), so a resumed run sees exactly
+the same batches. The module holds no selection state of its own: the recipe hands it each stage's partition.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import random
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -18,10 +16,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gradual_lightning.probing.batching import pad_batch
 from gradual_lightning.records import QARecord
-from gradual_lightning.training.schedules import Stage
-
-log = logging.getLogger(__name__)
+from gradual_lightning.training.ledger import Partition
 
 PROMPT = "Q: {question}\nA:"  # the zero-shot form of the probing prompt; generation stops at "\n"
 COMPLETION = " {answer}\n"  # canonical alias, then "\n" so the model learns to stop where probing stops
@@ -42,15 +39,8 @@ def encode_qa(tokenizer: Any, question: str, answer: str, max_length: int | None
 
 def collate(examples: Sequence[Mapping[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad: input_ids with `pad_id`, labels with -100, attention_mask 0 on padding."""
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[i, :n] = torch.tensor(e["input_ids"])
-        labels[i, :n] = torch.tensor(e["labels"])
-        mask[i, :n] = 1
+    ids, mask = pad_batch([e["input_ids"] for e in examples], pad_id, "right")
+    labels, _ = pad_batch([e["labels"] for e in examples], -100, "right")
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -94,11 +84,11 @@ def shard_batches(batches: list[list[int]], rank: int, world_size: int) -> list[
 
 
 class GradualDataModule(pl.LightningDataModule):
-    """Holds pool/dev/test records; `set_stage(...)` fixes the stage's partition; `train_dataloader()` plans one epoch.
+    """Holds pool/dev/test records; `set_partition(...)` fixes the stage's partition; `train_dataloader()` plans one
+    epoch of it. Call `connect(tokenizer, max_length)` before any dataloader.
 
-    Call `connect(tokenizer, max_length)` before any dataloader. `trained_ids` is every question that appeared in a
-    planned training epoch (selected or replayed); `target_ids` only those a stage selected.
-    """
+    The recipe builds each stage's Trainer with `reload_dataloaders_every_n_epochs=1`, so the plan (and its replay
+    draw) is made afresh for every epoch."""
 
     def __init__(self, pool: Sequence[QARecord], dev: Sequence[QARecord] = (), test: Sequence[QARecord] = (),
                  batch_size: int = 16, eval_batch_size: int | None = None, seed: int = 0, num_workers: int = 0,
@@ -108,26 +98,15 @@ class GradualDataModule(pl.LightningDataModule):
         ids = [r.id for r in self.pool]
         if len(set(ids)) != len(ids):
             raise ValueError("GradualDataModule: the training pool holds duplicate question ids")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.index = {qid: i for i, qid in enumerate(ids)}
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.seed, self.num_workers, self.max_length = int(seed), num_workers, max_length
         self.tokenizer: Any = None
         self._datasets: dict[str, _QADataset] = {}
-        self._reset_partition()
-        self.target_ids: set[str] = set()
-        self.trained_ids: set[str] = set()
-        self.history: list[dict[str, Any]] = []
+        self.partition: Partition | None = None
         self.epoch = 0  # used when no trainer is attached; otherwise trainer.current_epoch
-
-    def _reset_partition(self) -> None:
-        self.stage_index = -1
-        self.stage: dict[str, Any] | None = None
-        self.selected_ids: list[str] = []
-        self.replay_pool_ids: list[str] = []
-        self.n_replay = 0
-        self.replay_every = "epoch"
 
     # ---- runtime facts -------------------------------------------------------------------------------------------
     def connect(self, tokenizer: Any, max_length: int | None = None) -> None:
@@ -147,92 +126,27 @@ class GradualDataModule(pl.LightningDataModule):
             self._datasets[split] = _QADataset(records, self.tokenizer, self.max_length)
         return self._datasets[split]
 
-    # ---- partition -----------------------------------------------------------------------------------------------
-    def select_ids(self, stage: Stage, current: Mapping[str, str],
-                   base: Mapping[str, str] | None = None) -> list[str]:
-        """The ids `stage` would train on (pool order), without replay and without changing any state."""
-        if stage.select == "previous":
-            if self.stage_index < 0:
-                raise ValueError("select=previous: no previous stage has been set")
-            return list(self.selected_ids)
-        if stage.base_categories is not None and base is None:
-            raise ValueError("stage has base_categories but no base probe was given")
-        missing = sum(r.id not in current for r in self.pool)
-        if missing and stage.select == "categories":
-            log.warning("%d of %d pool questions have no category in the probe; they are not selected",
-                        missing, len(self.pool))
-        out = []
-        for r in self.pool:
-            if stage.select == "categories" and current.get(r.id) not in stage.categories:
-                continue
-            if stage.base_categories is not None and base.get(r.id) not in stage.base_categories:
-                continue
-            out.append(r.id)
-        return out
-
-    def newly_selected(self, stage: Stage, current: Mapping[str, str], base: Mapping[str, str] | None = None) -> int:
-        """How many questions `stage` would select that no earlier stage selected (0: a repeated stage is stable)."""
-        return sum(q not in self.target_ids for q in self.select_ids(stage, current, base))
-
-    def set_stage(self, stage_index: int, stage: Stage, current: Mapping[str, str],
-                  base: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """Fix the partition of stage `stage_index` from the latest probe (`current`) and the base probe.
-        Returns the summary also appended to `history`."""
-        selected = self.select_ids(stage, current, base)
-        chosen = set(selected)
-        replay_pool = [r.id for r in self.pool if r.id not in chosen and current.get(r.id) in stage.replay_categories]
-        wanted = round(stage.replay_ratio * len(selected))
-        n_replay = min(wanted, len(replay_pool))
-        if n_replay < wanted:
-            log.warning("stage %d: replay wants %d questions but only %d are %s", stage_index, wanted,
-                        len(replay_pool), list(stage.replay_categories))
-        if not selected:
-            log.warning("stage %d selects no question: it will train on nothing", stage_index)
-        self.stage_index, self.stage = int(stage_index), stage.to_dict()
-        self.selected_ids, self.replay_pool_ids = selected, replay_pool if n_replay else []
-        self.n_replay, self.replay_every = n_replay, stage.replay_every
-        self.target_ids.update(selected)
-        summary = {"stage": self.stage_index, "n_selected": len(selected), "n_replay_pool": len(replay_pool),
-                   "n_replay": n_replay, "replay_every": stage.replay_every}
-        self.history.append(summary)
-        return summary
+    # ---- the stage -----------------------------------------------------------------------------------------------
+    def set_partition(self, partition: Partition) -> None:
+        unknown = [q for q in (*partition.selected_ids, *partition.replay_pool_ids) if q not in self.index]
+        if unknown:
+            raise ValueError(f"the partition names {len(unknown)} ids not in the pool (e.g. {unknown[0]!r})")
+        self.partition = partition
 
     def epoch_plan(self, epoch: int) -> list[list[str]]:
-        """The batches (lists of ids) of one epoch of the current stage; a pure function of the state and `epoch`.
-
-        replay_every=epoch: one replay sample per epoch, shuffled in with the selection. replay_every=step: the
-        selection is spread over the batches and every batch draws its own replay questions."""
-        rng = random.Random(f"{self.seed}/{self.stage_index}/{epoch}")
-        b = self.batch_size
-        if self.replay_every == "epoch":
-            ids = self.selected_ids + rng.sample(self.replay_pool_ids, self.n_replay)
-            rng.shuffle(ids)
-            return [ids[i:i + b] for i in range(0, len(ids), b)]
-        sel = list(self.selected_ids)
-        rng.shuffle(sel)
-        nb = math.ceil((len(sel) + self.n_replay) / b)
-        batches = []
-        for k in range(nb):
-            n_rep = (k + 1) * self.n_replay // nb - k * self.n_replay // nb
-            batch = sel[k * len(sel) // nb:(k + 1) * len(sel) // nb] + rng.sample(self.replay_pool_ids, n_rep)
-            rng.shuffle(batch)
-            batches.append(batch)
-        return batches
+        """The batches (lists of ids) of one epoch of the current stage."""
+        if self.partition is None:
+            raise RuntimeError("GradualDataModule: call set_partition(...) before training")
+        return self.partition.epoch_plan(epoch, seed=self.seed, batch_size=self.batch_size)
 
     # ---- dataloaders ---------------------------------------------------------------------------------------------
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else self.epoch
 
     def train_dataloader(self) -> DataLoader:
-        if self.stage_index < 0:
-            raise RuntimeError("GradualDataModule: call set_stage(...) before training")
-        trainer = self.trainer
-        if self.n_replay and trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
-            log.warning("replay is redrawn per epoch only with Trainer(reload_dataloaders_every_n_epochs=1)")
         plan = self.epoch_plan(self._current_epoch())
-        for batch in plan:
-            self.trained_ids.update(batch)
         batches = [[self.index[q] for q in batch] for batch in plan]
+        trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:  # every rank plans the same epoch and runs its share
             batches = shard_batches(batches, trainer.global_rank, trainer.world_size)
         return DataLoader(self._dataset("pool"), batch_sampler=_FixedBatches(batches), num_workers=self.num_workers,
@@ -250,23 +164,3 @@ class GradualDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader | list:
         return self._eval_loader("test")
-
-    # ---- resume --------------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "batch_size": self.batch_size, "stage_index": self.stage_index,
-                "stage": self.stage, "selected_ids": list(self.selected_ids),
-                "replay_pool_ids": list(self.replay_pool_ids), "n_replay": self.n_replay,
-                "replay_every": self.replay_every, "target_ids": sorted(self.target_ids),
-                "trained_ids": sorted(self.trained_ids), "history": [dict(h) for h in self.history]}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = [q for q in (*state["selected_ids"], *state["replay_pool_ids"]) if q not in self.index]
-        if unknown:
-            raise ValueError(f"checkpointed partition names {len(unknown)} ids not in the pool (e.g. {unknown[0]!r}): "
-                             "the data differ from the checkpointed run")
-        self.seed, self.batch_size = int(state["seed"]), int(state["batch_size"])
-        self.stage_index, self.stage = int(state["stage_index"]), state["stage"]
-        self.selected_ids, self.replay_pool_ids = list(state["selected_ids"]), list(state["replay_pool_ids"])
-        self.n_replay, self.replay_every = int(state["n_replay"]), str(state["replay_every"])
-        self.target_ids, self.trained_ids = set(state["target_ids"]), set(state["trained_ids"])
-        self.history = [dict(h) for h in state["history"]]

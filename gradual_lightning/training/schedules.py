@@ -7,7 +7,8 @@ rather than hours later at a stage boundary.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -172,6 +173,23 @@ class Schedule:
             return None
         return _replace_index(self.stages[-1], index)
 
+    def stages_from(self, start: int, newly_selected: Callable[[Stage], int]) -> Iterator[Stage]:
+        """The stages to run, from index `start` (the number already finished: 0, or where a resume picks up).
+
+        A listed stage is always run. With `repeat_until_stable`, the last listed stage is then repeated while
+        `newly_selected(stage)` (asked when the repeat is due, after the previous stage's re-probe) says it would
+        still select questions never selected before, up to `num_stages` stages in all."""
+        index = start
+        while index < self.num_stages:
+            if index < len(self.stages):
+                yield self.stages[index]
+            else:
+                stage = _replace_index(self.stages[-1], index)
+                if newly_selected(stage) == 0:
+                    return
+                yield stage
+            index += 1
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "stages": [s.to_dict() for s in self.stages], "max_stages": self.max_stages,
                 "repeat_until_stable": self.repeat_until_stable, "category": self.category}
@@ -185,11 +203,13 @@ def _tuple(v):
     return tuple(v) if isinstance(v, list | tuple) else v
 
 
-def from_config(cfg: Any, stage_overrides: Mapping[str, Any] | None = None) -> Schedule:
+def from_config(cfg: Any, stage_overrides: Mapping[str, Any] | None = None,
+                explicit: Iterable[tuple[int, str]] = ()) -> Schedule:
     """Build and validate a Schedule from a `conf/schedule/*.yaml` node (DictConfig or plain mapping).
 
     `stage_overrides` (train.yaml's `stage_overrides`, e.g. {epochs: 1}) replace those fields in every stage: a
-    quick run of any schedule that keeps its stages (experiment=smoke)."""
+    quick run of any schedule that keeps its stages (debug=smoke). A field the user set for one stage on the
+    command line (`explicit`: (stage index, field) pairs, see `explicit_stage_fields`) keeps the user's value."""
     try:
         from omegaconf import DictConfig, OmegaConf
 
@@ -204,8 +224,9 @@ def from_config(cfg: Any, stage_overrides: Mapping[str, Any] | None = None) -> S
         if unknown:
             raise ScheduleError(f"stage_overrides: unknown key(s) {unknown}; allowed: {list(STAGE_KEYS)}")
         if isinstance(cfg, Mapping) and isinstance(cfg.get("stages"), list | tuple):
-            cfg = {**cfg, "stages": [{**st, **stage_overrides} if isinstance(st, Mapping) else st
-                                     for st in cfg["stages"]]}
+            mine = set(explicit)
+            cfg = {**cfg, "stages": [{**st, **{k: v for k, v in stage_overrides.items() if (i, k) not in mine}}
+                                     if isinstance(st, Mapping) else st for i, st in enumerate(cfg["stages"])]}
     if not isinstance(cfg, Mapping):
         raise ScheduleError(f"a schedule must be a mapping, got {type(cfg).__name__}")
     name = cfg.get("name", "?")
@@ -228,3 +249,11 @@ def from_config(cfg: Any, stage_overrides: Mapping[str, Any] | None = None) -> S
         stages.append(Stage(**kw, index=i, schedule=str(name)))
     return Schedule(name=name, stages=tuple(stages), max_stages=cfg.get("max_stages"),
                     repeat_until_stable=cfg.get("repeat_until_stable", False), category=cfg.get("category"))
+
+
+_STAGE_FIELD = re.compile(r"^[~+]*schedule\.stages\.(\d+)\.(\w+)=")
+
+
+def explicit_stage_fields(overrides: Iterable[str]) -> set[tuple[int, str]]:
+    """(stage index, field) of every `schedule.stages.N.field=value` among Hydra command-line overrides."""
+    return {(int(m.group(1)), m.group(2)) for m in map(_STAGE_FIELD.match, overrides) if m}

@@ -1,0 +1,51 @@
+"""The probe-backend protocol: what the probe runner and the scorer need from a model, and nothing more.
+
+Three calls, all over one shared prefix (the few-shot exemplars) and many suffixes (the questions):
+- `greedy`: the greedy answer text of each prompt;
+- `sample`: `num_samples` sampled answers per prompt (temperature, top-k), reproducible from a torch.Generator;
+- `path_logits`: teacher-forced scores, the logits along given answer token paths (exact probabilities).
+Answers are decoded, cut at `stop` and stripped the same way by every backend (`tokens.finish_text`).
+
+Backends: `engine` (prefix-KV cache, the default) and `hf` (plain `generate`, the reference). A new backend (vLLM,
+say) implements these three methods and registers in BACKENDS; the runner does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+
+
+@runtime_checkable
+class ProbeBackend(Protocol):
+    tokenizer: object
+    stop: str
+    stop_ids: list[int]
+
+    def greedy(self, prefix: str, suffixes: Sequence[str]) -> list[str]: ...
+
+    def sample(self, prefix: str, suffixes: Sequence[str], *, num_samples: int, temperature: float, top_k: int,
+               generator: torch.Generator, stop_at_first: Callable[[int, str], bool] | None = None
+               ) -> list[list[str]]: ...
+
+    def path_logits(self, prefix: str, suffixes: Sequence[str], paths: Sequence[Sequence[int]],
+                    owner: Sequence[int]) -> list[torch.Tensor]: ...
+
+
+BACKENDS = ("engine", "hf")
+
+
+def make_backend(name: str, model, tokenizer, *, max_new_tokens: int, batch_size: int) -> ProbeBackend:
+    """The backend `probe.backend` names, on `model` as it is now (its device and dtype)."""
+    if name == "engine":
+        from gradual_lightning.probing.engine import GenerationEngine
+
+        return GenerationEngine(model, tokenizer, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    if name == "hf":
+        from gradual_lightning.probing.hf import HFGenerateBackend
+
+        return HFGenerateBackend(model, tokenizer, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    raise ValueError(f"probe.backend={name!r} is not one of {BACKENDS}")

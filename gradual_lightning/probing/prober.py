@@ -1,0 +1,119 @@
+"""The Prober: what the model knows, asked the same way at every point of a run.
+
+- `probe_base(model)`: the base model, before any stage: pool categories (with sampling), test categories
+  (greedy, `probe.num_prompts` prompts) and base test accuracy; the probes go through the cache.
+- `reprobe(model)`: the pool after a stage (`reprobe` settings: greedy only by default).
+- `test_accuracy(model)` / `dev_accuracy(model)`: greedy answers to one fixed, seeded k-shot prompt per question
+  (exemplars from the dev split, never the question itself).
+Under DDP every rank probes its shard (`rank`, `world_size`) and all ranks get every result. The model is put in
+eval mode for probing and back afterwards; probing after a stage runs inside `isolate_rng`, so it does not shift the
+training RNG. Probing is decoded by the backend `probe.backend` names (`backend.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from pytorch_lightning.utilities.seed import isolate_rng
+
+from gradual_lightning.probing.backend import make_backend
+from gradual_lightning.probing.cache import ProbeCache, probe_key
+from gradual_lightning.probing.config import ProbeConfig
+from gradual_lightning.probing.mastery import MasteryThresholds
+from gradual_lightning.probing.runner import ProbeResult, run_probe
+from gradual_lightning.records import QARecord, QASplits
+
+log = logging.getLogger(__name__)
+
+
+def accuracy_config(probe_cfg: ProbeConfig) -> ProbeConfig:
+    """The probe config of an accuracy check: one fixed prompt per question, greedy only."""
+    return replace(probe_cfg, num_prompts=1, num_samples=0, exemplar_sets="fixed")
+
+
+def probe_questions(model, tokenizer, questions: Sequence[QARecord], exemplar_source: Sequence[QARecord],
+                    cfg: ProbeConfig, thresholds: MasteryThresholds, *, model_fingerprint: str | None = None,
+                    cache: ProbeCache | None = None, desc: str = "probe", progress: bool = True, rank: int = 0,
+                    world_size: int = 1) -> tuple[list[ProbeResult], bool]:
+    """Results for `questions`, and whether they came from the cache (probe.py and the Prober use this one call).
+
+    Without a model fingerprint (a model being fine-tuned in memory) nothing is cached."""
+    key = probe_key(model_fingerprint, questions, exemplar_source, cfg) if model_fingerprint and cache else None
+    if key:
+        hit = cache.load(key, thresholds)
+        if hit is not None and [r.id for r in hit] == [q.id for q in questions]:
+            log.info("%s: %d results from cache %s", desc, len(hit), cache.path(key))
+            return hit, True
+    was_training = model.training
+    model.eval()
+    try:
+        backend = make_backend(cfg.backend, model, tokenizer, max_new_tokens=cfg.max_new_tokens,
+                               batch_size=cfg.batch_size)
+        results = run_probe(backend, questions, exemplar_source, cfg, thresholds, tokenizer=tokenizer,
+                            desc=desc, progress=progress, rank=rank, world_size=world_size)
+    finally:
+        model.train(was_training)
+    if key and rank == 0:
+        cache.save(key, results)
+    return results, False
+
+
+@dataclass
+class BaseProbe:
+    pool: list[ProbeResult]
+    test: list[ProbeResult]
+    test_correct: dict[str, bool]
+
+
+class Prober:
+    def __init__(self, data: QASplits, tokenizer, pool_probe: ProbeConfig, reprobe: ProbeConfig,
+                 eval_probe: ProbeConfig, thresholds: MasteryThresholds, *, model_fingerprint: str | None = None,
+                 cache: ProbeCache | None = None, progress: bool = True) -> None:
+        self.data, self.tokenizer, self.thresholds = data, tokenizer, thresholds
+        self.pool_probe, self.reprobe_cfg, self.eval_probe = pool_probe, reprobe, eval_probe
+        self.model_fingerprint, self.cache, self.progress = model_fingerprint, cache, progress
+        self.exemplars = data.dev if pool_probe.exemplar_source == "dev" else data.train
+
+    def _probe(self, model, questions, exemplars, cfg, desc, *, cached=False, rank=0, world_size=1):
+        with isolate_rng():  # probing must not shift the training RNG
+            return probe_questions(model, self.tokenizer, questions, exemplars, cfg, self.thresholds,
+                                   model_fingerprint=self.model_fingerprint if cached else None,
+                                   cache=self.cache if cached else None, desc=desc, progress=self.progress,
+                                   rank=rank, world_size=world_size)[0]
+
+    def probe_base(self, model) -> BaseProbe:
+        """Stage 0: categories of the pool (with sampling) and of the test set, plus base test accuracy."""
+        pool = self._probe(model, self.data.train, self.exemplars, self.pool_probe, "base probe pool", cached=True)
+        test = self._probe(model, self.data.test, self.data.dev, self.eval_probe, "base probe test", cached=True)
+        return BaseProbe(pool, test, self.test_accuracy(model, desc="base test accuracy"))
+
+    def reprobe(self, model, *, desc: str = "re-probe pool", rank: int = 0, world_size: int = 1) -> list[ProbeResult]:
+        """The pool's categories with the model as it is now (fine-tuned: never cached)."""
+        return self._probe(model, self.data.train, self.exemplars, self.reprobe_cfg, desc, rank=rank,
+                           world_size=world_size)
+
+    def test_accuracy(self, model, *, desc: str = "test accuracy", rank: int = 0,
+                      world_size: int = 1) -> dict[str, bool]:
+        return self._correct(model, self.data.test, desc, rank=rank, world_size=world_size, progress=self.progress)
+
+    def dev_accuracy(self, model, *, desc: str = "dev") -> dict[str, bool]:
+        return self._correct(model, self.data.dev, desc)
+
+    def _correct(self, model, questions, desc, *, rank=0, world_size=1, progress=False) -> dict[str, bool]:
+        """question id -> whether the greedy answer to its fixed k-shot prompt is correct."""
+        if not questions:
+            return {}
+        cfg = accuracy_config(self.eval_probe)
+        was_training = model.training
+        model.eval()
+        try:
+            with isolate_rng():
+                backend = make_backend(cfg.backend, model, self.tokenizer, max_new_tokens=cfg.max_new_tokens,
+                                       batch_size=cfg.batch_size)
+                results = run_probe(backend, questions, self.data.dev, cfg, tokenizer=self.tokenizer, desc=desc,
+                                    progress=progress, rank=rank, world_size=world_size)
+        finally:
+            model.train(was_training)
+        return {r.id: r.p_greedy == 1.0 for r in results}

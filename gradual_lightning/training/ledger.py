@@ -1,0 +1,237 @@
+"""The knowledge ledger: everything a gradual-learning run knows about its questions, as plain data (no Lightning).
+
+It holds the base model's pool and test categories, the pool's categories after every stage, test correctness
+after every stage, what every stage selected (from which probe) and the questions it trained on. From that it
+decides what the next stage trains on (`select`), whether a repeated stage still has something new
+(`newly_selected`), and computes every metric of the run through the pure functions of `metrics.py`. It is the one
+owner of `trained_ids`. `state_dict()` is plain lists, dicts, strings and ints: it goes into checkpoints as is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gradual_lightning.training import metrics as M
+from gradual_lightning.training.schedules import Stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """What one stage trains on: the selected pool questions (pool order) and the pool replay is drawn from."""
+
+    stage: int  # 0-based stage index
+    selected_ids: tuple[str, ...]
+    replay_pool_ids: tuple[str, ...] = ()
+    n_replay: int = 0
+    replay_every: str = "epoch"
+    selected_from_probe: int = 0  # which probe (0 = base, s = after stage s) the selection was made from
+
+    def __bool__(self) -> bool:
+        return bool(self.selected_ids) or self.n_replay > 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"n_selected": len(self.selected_ids), "n_replay_pool": len(self.replay_pool_ids),
+                "n_replay": self.n_replay, "replay_every": self.replay_every}
+
+    def epoch_plan(self, epoch: int, *, seed: int, batch_size: int) -> list[list[str]]:
+        """The batches (lists of ids) of one epoch; a pure function of the partition, seed, batch size and epoch.
+
+        replay_every=epoch: one replay sample per epoch, shuffled in with the selection. replay_every=step: the
+        selection is spread over the batches and every batch draws its own replay questions."""
+        rng = random.Random(f"{seed}/{self.stage}/{epoch}")
+        b = batch_size
+        if self.replay_every == "epoch":
+            ids = list(self.selected_ids) + rng.sample(self.replay_pool_ids, self.n_replay)
+            rng.shuffle(ids)
+            return [ids[i:i + b] for i in range(0, len(ids), b)]
+        sel = list(self.selected_ids)
+        rng.shuffle(sel)
+        nb = math.ceil((len(sel) + self.n_replay) / b)
+        batches = []
+        for k in range(nb):
+            n_rep = (k + 1) * self.n_replay // nb - k * self.n_replay // nb
+            batch = sel[k * len(sel) // nb:(k + 1) * len(sel) // nb] + rng.sample(self.replay_pool_ids, n_rep)
+            rng.shuffle(batch)
+            batches.append(batch)
+        return batches
+
+    def trained_ids(self, epochs: int, *, seed: int, batch_size: int) -> set[str]:
+        """Every question some epoch of the stage trains on (selection and replay draws)."""
+        return {q for e in range(epochs) for batch in self.epoch_plan(e, seed=seed, batch_size=batch_size)
+                for q in batch}
+
+
+@dataclass
+class StageRecord:
+    """One stage of the run, as metrics.json's `stages` list holds it."""
+
+    partition: Partition
+    config: dict[str, Any]
+    pool: dict[str, str] = field(default_factory=dict)  # categories after the stage
+    test_correct: dict[str, bool] = field(default_factory=dict)
+    trained_ids: list[str] = field(default_factory=list)  # trained on in this stage
+    dev: dict[str, Any] = field(default_factory=dict)  # dev_accuracy, dev_accuracy_per_epoch, kept_epoch
+
+
+class KnowledgeLedger:
+    def __init__(self, pool_ids: Sequence[str]) -> None:
+        self.pool_ids = list(pool_ids)
+        if len(set(self.pool_ids)) != len(self.pool_ids):
+            raise ValueError("KnowledgeLedger: the training pool holds duplicate question ids")
+        self.base_pool: dict[str, str] = {}
+        self.base_test: dict[str, str] = {}
+        self.base_test_correct: dict[str, bool] = {}
+        self.stages: list[StageRecord] = []
+        self.basis = 0  # which probe stages select from (moves only when a stage re-probes)
+
+    # ---- what the run knows --------------------------------------------------------------------------------------
+    @property
+    def has_base(self) -> bool:
+        return bool(self.base_pool)
+
+    def pool_after(self, s: int) -> dict[str, str]:
+        """Pool categories after stage s (0: the base model)."""
+        return self.base_pool if s == 0 else self.stages[s - 1].pool
+
+    @property
+    def current_pool(self) -> dict[str, str]:
+        return self.pool_after(len(self.stages))
+
+    @property
+    def trained_ids(self) -> set[str]:
+        return {q for rec in self.stages for q in rec.trained_ids}
+
+    @property
+    def ever_selected(self) -> set[str]:
+        return {q for rec in self.stages for q in rec.partition.selected_ids}
+
+    # ---- selection -------------------------------------------------------------------------------------------
+    def _select_ids(self, stage: Stage, categories: Mapping[str, str]) -> list[str]:
+        if stage.select == "previous":
+            if not self.stages:
+                raise ValueError("select=previous: no previous stage has been run")
+            return list(self.stages[-1].partition.selected_ids)
+        missing = sum(q not in categories for q in self.pool_ids)
+        if missing and stage.select == "categories":
+            log.warning("%d of %d pool questions have no category in the probe; they are not selected",
+                        missing, len(self.pool_ids))
+        return [q for q in self.pool_ids
+                if (stage.select != "categories" or categories.get(q) in stage.categories)
+                and (stage.base_categories is None or self.base_pool.get(q) in stage.base_categories)]
+
+    def newly_selected(self, stage: Stage) -> int:
+        """How many questions `stage` would select from the latest probe that no earlier stage selected (0: a
+        repeated stage is stable)."""
+        ever = self.ever_selected
+        return sum(q not in ever for q in self._select_ids(stage, self.current_pool))
+
+    def select(self, stage: Stage) -> Partition:
+        """The partition of the next stage. A stage that re-probes selects from the latest probe; one that does
+        not keeps the probe the previous selection used (it must not see what the model learned meanwhile)."""
+        if not self.has_base:
+            raise RuntimeError("KnowledgeLedger.select: record the base probe first")
+        if stage.reprobe:
+            self.basis = len(self.stages)
+        categories = self.pool_after(self.basis)
+        index = len(self.stages)
+        selected = self._select_ids(stage, categories)
+        chosen = set(selected)
+        replay_pool = [q for q in self.pool_ids if q not in chosen and categories.get(q) in stage.replay_categories]
+        wanted = round(stage.replay_ratio * len(selected))
+        n_replay = min(wanted, len(replay_pool))
+        if n_replay < wanted:
+            log.warning("stage %d: replay wants %d questions but only %d are %s", index + 1, wanted,
+                        len(replay_pool), list(stage.replay_categories))
+        if not selected:
+            log.warning("stage %d selects no question", index + 1)
+        return Partition(index, tuple(selected), tuple(replay_pool) if n_replay else (), n_replay,
+                         stage.replay_every, self.basis)
+
+    # ---- recording -------------------------------------------------------------------------------------------
+    def record_base(self, pool: Mapping[str, str], test: Mapping[str, str], test_correct: Mapping[str, bool]) -> None:
+        self.base_pool, self.base_test, self.base_test_correct = dict(pool), dict(test), dict(test_correct)
+
+    def record(self, stage: Stage, partition: Partition, *, pool: Mapping[str, str],
+               test_correct: Mapping[str, bool], trained_ids: Sequence[str] | set[str],
+               dev: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Add a finished stage; returns its metrics.json record."""
+        if partition.stage != len(self.stages):
+            raise ValueError(f"record: stage {partition.stage + 1} recorded after {len(self.stages)} stages")
+        self.stages.append(StageRecord(partition, stage.to_dict(), dict(pool), dict(test_correct),
+                                       sorted(trained_ids), dict(dev or {})))
+        return self.stage_record(len(self.stages))
+
+    # ---- metrics ---------------------------------------------------------------------------------------------
+    def test_correct_after(self, s: int) -> dict[str, bool]:
+        return self.base_test_correct if s == 0 else self.stages[s - 1].test_correct
+
+    def stage_record(self, s: int) -> dict[str, Any]:
+        """metrics.json's record of stage s (1-based): what it trained on and what it changed."""
+        rec = self.stages[s - 1]
+        base, now = self.base_pool, rec.pool
+        trained_so_far = {q for r in self.stages[:s] for q in r.trained_ids}
+        split = M.knowledge_acquired_split(base, now, trained_so_far)
+        return {"stage": s, **rec.partition.summary(), "selected_from_probe": rec.partition.selected_from_probe,
+                "config": rec.config,
+                "pool_counts": M.category_counts(now),
+                "test_accuracy": M.accuracy(list(rec.test_correct.values())),
+                "knowledge_acquired": M.knowledge_acquired([M.category_counts(base), M.category_counts(now)])[-1],
+                "knowledge_acquired_trained": split["trained"],
+                "knowledge_acquired_untrained": split["untrained"],
+                "forgotten": M.forgotten(base, now),
+                **rec.dev}
+
+    def metrics(self) -> dict[str, Any]:
+        """metrics.json: names other tools read (see README)."""
+        pools = [self.pool_after(s) for s in range(len(self.stages) + 1)]
+        counts = [M.category_counts(c) for c in pools]
+        acquired = M.knowledge_acquired(counts)
+        correct = [self.test_correct_after(s) for s in range(len(self.stages) + 1)]
+        records = [self.stage_record(s) for s in range(1, len(self.stages) + 1)]
+        dev = [r.get("dev_accuracy") for r in records]
+        return {
+            "test_accuracy": M.accuracy(list(correct[-1].values())),
+            "test_accuracy_per_stage": [M.accuracy(list(c.values())) for c in correct],
+            "test_accuracy_by_base_category": M.accuracy_by_category(correct[-1], self.base_test),
+            "retention": M.retention(correct[-1], self.base_test),
+            "dev_accuracy": dev[-1] if dev else None,
+            "dev_accuracy_per_stage": dev,
+            "pool_counts": counts,
+            "knowledge_acquired": acquired,
+            "incremental_gain": M.incremental_gain(acquired),
+            "forgotten": [M.forgotten(self.base_pool, c) for c in pools],
+            "transitions": [M.transition_matrix(self.base_pool, c) for c in pools],
+            "knowledge_acquired_trained": [0] + [r["knowledge_acquired_trained"] for r in records],
+            "knowledge_acquired_untrained": [0] + [r["knowledge_acquired_untrained"] for r in records],
+            "stages": records,
+        }
+
+    # ---- resume ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"pool_ids": list(self.pool_ids), "base_pool": dict(self.base_pool), "base_test": dict(self.base_test),
+                "base_test_correct": dict(self.base_test_correct), "basis": self.basis,
+                "stages": [{**asdict(r), "partition": {**asdict(r.partition),
+                                                       "selected_ids": list(r.partition.selected_ids),
+                                                       "replay_pool_ids": list(r.partition.replay_pool_ids)}}
+                           for r in self.stages]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if list(state["pool_ids"]) != self.pool_ids:
+            raise ValueError("the checkpointed ledger was made on another training pool: the data differ from the "
+                             "checkpointed run")
+        self.base_pool, self.base_test = dict(state["base_pool"]), dict(state["base_test"])
+        self.base_test_correct, self.basis = dict(state["base_test_correct"]), int(state["basis"])
+        self.stages = []
+        for r in state["stages"]:
+            p = dict(r["partition"])
+            part = Partition(**{**p, "selected_ids": tuple(p["selected_ids"]),
+                                "replay_pool_ids": tuple(p["replay_pool_ids"])})
+            self.stages.append(StageRecord(part, dict(r["config"]), dict(r["pool"]), dict(r["test_correct"]),
+                                           list(r["trained_ids"]), dict(r["dev"])))

@@ -1,0 +1,139 @@
+"""KnowledgeLedger without Lightning: selection, base restriction, replay, repeated stages, metrics, resume."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from gradual_lightning.training import KnowledgeLedger, Partition, Stage
+from gradual_lightning.training.schedules import from_config
+
+CATS = ["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"]
+IDS = [f"q{i}" for i in range(40)]
+BASE = {q: CATS[i % 4] for i, q in enumerate(IDS)}  # 10 of each
+NOW = {**BASE, "q1": "HighlyKnown", "q2": "MaybeKnown"}  # q1 MK -> HK, q2 WK -> MK
+TEST = {"t0": "HighlyKnown", "t1": "MaybeKnown", "t2": "Unknown"}
+
+
+def _ledger() -> KnowledgeLedger:
+    ledger = KnowledgeLedger(IDS)
+    ledger.record_base(BASE, TEST, {"t0": True, "t1": False, "t2": False})
+    return ledger
+
+
+def _run(ledger, stage, pool, *, correct=None, epochs=1):
+    part = ledger.select(stage)
+    trained = part.trained_ids(epochs, seed=7, batch_size=4) if part else set()
+    ledger.record(stage, part, pool=pool, test_correct=correct or {"t0": True, "t1": True, "t2": False},
+                  trained_ids=trained, dev={"dev_accuracy": 0.5, "dev_accuracy_per_epoch": [0.5], "kept_epoch": 0})
+    return part
+
+
+def test_selects_by_category_from_the_latest_probe_only_when_the_stage_reprobes():
+    ledger = _ledger()
+    first = _run(ledger, Stage(categories=("MaybeKnown",)), NOW)
+    assert list(first.selected_ids) == [q for q in IDS if BASE[q] == "MaybeKnown"] and first.selected_from_probe == 0
+    same_probe = ledger.select(Stage(categories=("MaybeKnown",), index=1))  # no reprobe: still the base probe
+    assert same_probe.selected_ids == first.selected_ids and same_probe.selected_from_probe == 0
+    fresh = ledger.select(Stage(categories=("MaybeKnown",), reprobe=True, index=1))
+    assert "q1" not in fresh.selected_ids and "q2" in fresh.selected_ids and fresh.selected_from_probe == 1
+
+
+def test_base_categories_previous_and_all():
+    ledger = KnowledgeLedger(IDS)
+    ledger.record_base(BASE, TEST, {})
+    part = ledger.select(Stage(categories=("MaybeKnown", "HighlyKnown"), base_categories=("MaybeKnown",)))
+    assert set(part.selected_ids) == {q for q in IDS if BASE[q] == "MaybeKnown"}
+    ledger.record(Stage(categories=("MaybeKnown",)), part, pool=NOW, test_correct={}, trained_ids=set())
+    again = ledger.select(Stage(select="previous", index=1))
+    assert again.selected_ids == part.selected_ids
+    assert list(ledger.select(Stage(select="all", index=1)).selected_ids) == IDS
+
+
+def test_select_needs_the_base_probe_and_previous_needs_a_stage():
+    with pytest.raises(RuntimeError, match="base probe"):
+        KnowledgeLedger(IDS).select(Stage(categories=("MaybeKnown",)))
+    with pytest.raises(ValueError, match="previous"):
+        _ledger().select(Stage(select="previous", index=1))
+
+
+def test_newly_selected_counts_questions_no_stage_selected_before():
+    ledger = _ledger()
+    stage = Stage(categories=("MaybeKnown",), reprobe=True)
+    assert ledger.newly_selected(stage) == 10
+    _run(ledger, stage, NOW)
+    assert ledger.newly_selected(stage) == 1  # q2 became MaybeKnown
+    _run(ledger, Stage(categories=("MaybeKnown",), reprobe=True, index=1), NOW)
+    assert ledger.newly_selected(stage) == 0
+
+
+def test_n_stage_repeats_while_new_questions_appear_and_stops_when_stable():
+    schedule = from_config(OmegaConf.load("conf/schedule/n_stage.yaml"))
+    ledger = _ledger()
+    ran = []
+    probes = iter([NOW, NOW, NOW])  # after stage 2 nothing new: stage 3 is not run
+    for stage in schedule.stages_from(0, ledger.newly_selected):
+        ran.append(stage.index)
+        _run(ledger, stage, next(probes))
+    assert ran == [0, 1]
+    # a resume after stage 1 picks up at index 1 without any marker value
+    resumed = _ledger()
+    _run(resumed, schedule.stages[0], NOW)
+    assert [s.index for s in schedule.stages_from(1, resumed.newly_selected)][:1] == [1]
+
+
+def test_replay_from_the_selection_probe_capped_by_candidates_and_redrawn_per_epoch():
+    ledger = _ledger()
+    part = ledger.select(Stage(categories=("MaybeKnown",), replay_ratio=0.2))
+    assert part.n_replay == 2 and set(part.replay_pool_ids) == {q for q in IDS if BASE[q] == "HighlyKnown"}
+    p0, p0_again, p1 = (part.epoch_plan(e, seed=7, batch_size=4) for e in (0, 0, 1))
+    assert p0 == p0_again and p0 != p1
+    replays = {tuple(sorted(q for b in part.epoch_plan(e, seed=7, batch_size=4) for q in b
+                            if q in part.replay_pool_ids)) for e in range(6)}
+    assert len(replays) > 1  # a fresh replay sample per epoch
+    capped = ledger.select(Stage(categories=("Unknown", "WeaklyKnown", "MaybeKnown"), replay_ratio=1.0))
+    assert capped.n_replay == 10  # only 10 HighlyKnown exist
+    step = ledger.select(Stage(categories=("MaybeKnown",), replay_ratio=0.5, replay_every="step"))
+    plan = step.epoch_plan(0, seed=7, batch_size=4)
+    assert sum(q in step.replay_pool_ids for b in plan for q in b) == 5
+    assert all(any(q in step.replay_pool_ids for q in b) for b in plan)  # spread over the batches
+
+
+def test_trained_ids_are_owned_by_the_ledger_and_split_acquired_knowledge():
+    ledger = _ledger()
+    part = _run(ledger, Stage(categories=("MaybeKnown",), replay_ratio=0.2), NOW, epochs=2)
+    assert set(part.selected_ids) <= ledger.trained_ids
+    assert ledger.trained_ids == part.trained_ids(2, seed=7, batch_size=4)
+    rec = ledger.stage_record(1)
+    assert rec["knowledge_acquired"] == 1 and rec["knowledge_acquired_trained"] == 1  # q1 was trained on
+    assert rec["knowledge_acquired_untrained"] == 0
+
+
+def test_metrics_from_the_ledger():
+    ledger = _ledger()
+    _run(ledger, Stage(categories=("MaybeKnown",)), NOW)
+    later = {**NOW, "q0": "MaybeKnown", "q5": "HighlyKnown"}  # q0 HK forgotten, q5 MK -> HK
+    _run(ledger, Stage(categories=("MaybeKnown",), reprobe=True, index=1), later, correct={"t0": False, "t1": True})
+    m = ledger.metrics()
+    assert m["knowledge_acquired"] == [0, 1, 1] and m["forgotten"] == [0, 0, 1]
+    assert m["test_accuracy_per_stage"] == [pytest.approx(1 / 3), pytest.approx(2 / 3), 0.5]
+    assert m["retention"] == 0.0 and m["dev_accuracy"] == 0.5 and m["dev_accuracy_per_stage"] == [0.5, 0.5]
+    assert [s["stage"] for s in m["stages"]] == [1, 2] and m["stages"][1]["selected_from_probe"] == 1
+    assert m["pool_counts"][0] == {c: 10 for c in CATS}
+
+
+def test_state_dict_is_plain_and_round_trips():
+    ledger = _ledger()
+    _run(ledger, Stage(categories=("MaybeKnown",), replay_ratio=0.2), NOW)
+    state = ledger.state_dict()
+    assert OmegaConf.to_container(OmegaConf.create(state)) == state  # plain containers only
+    fresh = KnowledgeLedger(IDS)
+    fresh.load_state_dict(state)
+    assert fresh.metrics() == ledger.metrics()
+    stage = Stage(categories=("MaybeKnown",), reprobe=True, index=1)
+    assert fresh.select(stage) == ledger.select(stage)
+    with pytest.raises(ValueError, match="another training pool"):
+        KnowledgeLedger(IDS[:5]).load_state_dict(state)
+
+
+def test_an_empty_partition_is_falsy():
+    assert not Partition(0, ())
+    assert Partition(0, ("q1",))
