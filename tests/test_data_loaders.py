@@ -73,6 +73,14 @@ def test_entity_questions_without_templates_has_empty_subject(tmp_path):
     assert data.train[0].subject == ""
 
 
+def test_entity_questions_not_utf8_names_the_file(eq_dir):
+    latin1 = b'[\n{"question": "Where is K\xf6ln?", "answers": ["x"]}]'
+    (eq_dir / "dev" / "P36.dev.json").write_bytes(latin1)
+    where = rf"P36\.dev\.json:2: not valid UTF-8: byte 0xf6 at byte offset {latin1.index(0xf6)}"
+    with pytest.raises(DataError, match=where):
+        load_entity_questions(eq_dir)
+
+
 def test_entity_questions_unknown_relation_lists_available(eq_dir):
     with pytest.raises(DataError, match=r"unknown relation.*'P999'.*available: \['P17', 'P36'\]"):
         load_entity_questions(eq_dir, relations=["P17", "P999"])
@@ -155,6 +163,18 @@ def test_jsonl_errors_name_file_line_and_field(tmp_path, line, expected):
     path = _write_lines(tmp_path / "bad.jsonl", ['{"question": "Q1?", "answers": ["A"], "id": "x"}', line])
     with pytest.raises(DataError, match=expected):
         load_jsonl(path)
+
+
+def test_jsonl_not_utf8_names_file_line_and_offset_without_dumping_bytes(tmp_path):
+    good = json.dumps({"question": "Q" * 50 + "?", "answers": ["A"]}) + "\n"
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes((good * 100).encode() + b'{"question": "Caf\xe9?", "answers": ["A"]}\n' + good.encode() * 100)
+    offset = len(good.encode()) * 100 + len(b'{"question": "Caf')
+    for load in (load_jsonl, lambda p: load_data(_data_cfg("jsonl", path=str(p)))):
+        with pytest.raises(DataError, match=rf"latin1\.jsonl:101: not valid UTF-8: byte 0xe9 at byte offset "
+                                            rf"{offset} .*save the file as UTF-8") as e:
+            load(path)
+        assert len(str(e.value)) < 300 and "QQQ" not in repr(e.value)
 
 
 def test_jsonl_missing_file(tmp_path):

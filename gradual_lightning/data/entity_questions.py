@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from gradual_lightning.data._sampling import as_list, resolve_path, rng_for
+from gradual_lightning.io import read_utf8
 from gradual_lightning.records import SPLITS, DataError, QARecord, QASplits, question_and_answers
 
 _FILE = re.compile(r"^(?P<rel>P\d+)\.(?P<split>train|dev|test)\.json$")
@@ -29,7 +30,7 @@ def _subject_patterns(root: Path) -> dict[str, re.Pattern]:
     if not path.is_file():
         return {}
     try:
-        templates = json.loads(path.read_text(encoding="utf-8"))
+        templates = json.loads(read_utf8(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(templates, dict):
@@ -41,7 +42,7 @@ def _subject_patterns(root: Path) -> dict[str, re.Pattern]:
 def _read_file(path: Path) -> list[tuple[str, list[str]]]:
     """Validated (question, answers) pairs; errors name the file, the record index and the field."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_utf8(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, list):
