@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from gradual_lightning.data import load_data, load_entity_questions, load_jsonl
-from gradual_lightning.records import SPLITS, DataError, QASplits
+from gradual_lightning.records import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, SPLITS, DataError, QASplits
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_EQ = REPO / ".." / "shared" / "data" / "entity_questions"
@@ -175,6 +175,22 @@ def test_jsonl_not_utf8_names_file_line_and_offset_without_dumping_bytes(tmp_pat
                                             rf"{offset} .*save the file as UTF-8") as e:
             load(path)
         assert len(str(e.value)) < 300 and "QQQ" not in repr(e.value)
+
+
+def test_question_and_answer_length_limits_are_checked_at_load_time(tmp_path):
+    longest_ok = {"question": "Q" * (MAX_QUESTION_CHARS - 1) + "?", "answers": ["A" * MAX_ANSWER_CHARS]}
+    path = _write_lines(tmp_path / "long.jsonl", [longest_ok, {"question": "Q" * 10**6 + "?", "answers": ["A"]}])
+    with pytest.raises(DataError, match=rf"long\.jsonl:2: field 'question' is {10**6 + 1} characters long, over "
+                                        rf"the limit of {MAX_QUESTION_CHARS} \(MAX_QUESTION_CHARS"):
+        load_jsonl(path)
+    _write_lines(path, [longest_ok])
+    assert load_jsonl(path, dev_fraction=0, test_fraction=0).train[0].question == longest_ok["question"]
+    files = {f"{s}/P17.{s}.json": [_country(0)] for s in SPLITS}
+    files["test/P17.test.json"] = [_country(0), _country(1, ["x", "A" * (MAX_ANSWER_CHARS + 1)])]
+    n = MAX_ANSWER_CHARS + 1
+    with pytest.raises(DataError, match=rf"P17\.test\.json: record 1: field 'answers' holds an answer {n} "
+                                        rf"characters long, over the limit of {MAX_ANSWER_CHARS}"):
+        load_entity_questions(_write_eq(tmp_path / "eq", files))
 
 
 def test_jsonl_missing_file(tmp_path):
