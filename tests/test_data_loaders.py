@@ -86,6 +86,28 @@ def test_entity_questions_unknown_relation_lists_available(eq_dir):
         load_entity_questions(eq_dir, relations=["P17", "P999"])
 
 
+def test_entity_questions_missing_split_file_is_named(eq_dir):
+    (eq_dir / "dev" / "P17.dev.json").unlink()
+    expected = r"missing file\(s\) \['dev/P17\.dev\.json'\].*data\.relations \(complete relations: \['P36'\]\)"
+    for relations in (None, ["P17"], "P36,P17"):
+        with pytest.raises(DataError, match=expected):
+            load_entity_questions(eq_dir, relations=relations)
+    assert load_entity_questions(eq_dir, relations="P36").relations() == ["P36"]
+
+
+@pytest.mark.parametrize("value, key", [
+    (-5, r"data\.max_per_relation=-5"), (0, r"data\.max_per_relation=0"), (2.5, r"data\.max_per_relation=2\.5"),
+    (True, r"data\.max_per_relation=True"), ("10", r"data\.max_per_relation='10'"),
+    ({"train": 5, "dev": 0}, r"data\.max_per_relation\.dev=0"),
+    ({"train": 5, "valid": 2}, r"data\.max_per_relation: unknown split\(s\) \['valid'\]"),
+])
+def test_entity_questions_bad_max_per_relation_names_the_key(eq_dir, value, key):
+    with pytest.raises(DataError, match=key):
+        load_entity_questions(eq_dir, max_per_relation=value)
+    with pytest.raises(DataError, match=key):
+        load_data(_data_cfg("entity_questions", path=str(eq_dir), max_per_relation=value))
+
+
 def test_entity_questions_missing_directory(tmp_path):
     with pytest.raises(DataError, match="EntityQuestions directory not found.*no_such_dir"):
         load_entity_questions(tmp_path / "no_such_dir")
@@ -213,6 +235,13 @@ def test_config_world_facts():
     assert data.name == "world_facts" and len(data.train) == 30
     assert data.fingerprint() == load_data(_data_cfg("world_facts", num_train=30, num_dev=10,
                                                      num_test=10)).fingerprint()
+
+
+@pytest.mark.parametrize("key, value", [("num_train", -5), ("num_dev", 0), ("num_test", 1.5), ("num_train", False),
+                                        ("num_dev", None)])
+def test_config_world_facts_bad_sizes_name_the_key(key, value):
+    with pytest.raises(DataError, match=rf"data\.{key}={value!r}: expected an integer >= 1$"):
+        load_data(_data_cfg("world_facts", **{key: value}))
 
 
 def test_config_jsonl(tmp_path):
