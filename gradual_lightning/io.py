@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash mid-write leaves the previous file (or none), never a truncated one."""
+"""Atomic file writes: a crash mid-write leaves the previous file (or none), never a truncated one. Text reads
+that name the file, line and byte offset of a byte that is not UTF-8."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from gradual_lightning.records import DataError
 
 
 def _umask() -> int:
@@ -48,15 +51,30 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def _universal_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_utf8(path: str | Path) -> str:
+    """The text of a UTF-8 file with newlines as open() gives them. A byte that is not UTF-8 is a DataError naming
+    the file, line and byte offset; the decoder's own error would print kilobytes of the file's bytes."""
+    data = Path(path).read_bytes()
+    try:
+        return _universal_newlines(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = _universal_newlines(data[:e.start].decode("utf-8")).count("\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8: byte 0x{data[e.start]:02x} at byte offset {e.start} "
+                        f"({e.reason}); save the file as UTF-8") from None
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+    for n, line in enumerate(read_utf8(path).split("\n"), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from e
     return rows
 
 

@@ -8,6 +8,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 SPLITS = ("train", "dev", "test")
+# Checked when data is loaded: a probe puts each question and answer into ~10 prompts of several exemplars, so one
+# runaway record (a whole document in 'question') exhausts memory mid-probe. Real factual QA is far below these
+# (EntityQuestions: questions up to 178 characters, answers up to 88).
+MAX_QUESTION_CHARS = 1000
+MAX_ANSWER_CHARS = 300
 
 
 class DataError(ValueError):
@@ -27,7 +32,17 @@ def question_and_answers(rec: dict, where: str) -> tuple[str, list[str]]:
         raise DataError(f"{where}: field 'answers' is missing or empty")
     if not all(isinstance(a, str) and a.strip() for a in answers):
         raise DataError(f"{where}: field 'answers' holds an empty or non-string answer: {answers!r}")
-    return q.strip(), [a.strip() for a in answers]
+    q, answers = q.strip(), [a.strip() for a in answers]
+    if len(q) > MAX_QUESTION_CHARS:
+        raise DataError(f"{where}: field 'question' is {len(q)} characters long, over the limit of "
+                        f"{MAX_QUESTION_CHARS} (MAX_QUESTION_CHARS in gradual_lightning/records.py); shorten or drop "
+                        f"the record")
+    longest = max(answers, key=len)
+    if len(longest) > MAX_ANSWER_CHARS:
+        raise DataError(f"{where}: field 'answers' holds an answer {len(longest)} characters long, over the limit "
+                        f"of {MAX_ANSWER_CHARS} (MAX_ANSWER_CHARS in gradual_lightning/records.py); shorten or drop "
+                        f"the record")
+    return q, answers
 
 
 @dataclass(frozen=True)

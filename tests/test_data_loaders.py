@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from gradual_lightning.data import load_data, load_entity_questions, load_jsonl
-from gradual_lightning.records import SPLITS, DataError, QASplits
+from gradual_lightning.records import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, SPLITS, DataError, QASplits
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_EQ = REPO / ".." / "shared" / "data" / "entity_questions"
@@ -73,9 +73,39 @@ def test_entity_questions_without_templates_has_empty_subject(tmp_path):
     assert data.train[0].subject == ""
 
 
+def test_entity_questions_not_utf8_names_the_file(eq_dir):
+    latin1 = b'[\n{"question": "Where is K\xf6ln?", "answers": ["x"]}]'
+    (eq_dir / "dev" / "P36.dev.json").write_bytes(latin1)
+    where = rf"P36\.dev\.json:2: not valid UTF-8: byte 0xf6 at byte offset {latin1.index(0xf6)}"
+    with pytest.raises(DataError, match=where):
+        load_entity_questions(eq_dir)
+
+
 def test_entity_questions_unknown_relation_lists_available(eq_dir):
     with pytest.raises(DataError, match=r"unknown relation.*'P999'.*available: \['P17', 'P36'\]"):
         load_entity_questions(eq_dir, relations=["P17", "P999"])
+
+
+def test_entity_questions_missing_split_file_is_named(eq_dir):
+    (eq_dir / "dev" / "P17.dev.json").unlink()
+    expected = r"missing file\(s\) \['dev/P17\.dev\.json'\].*data\.relations \(complete relations: \['P36'\]\)"
+    for relations in (None, ["P17"], "P36,P17"):
+        with pytest.raises(DataError, match=expected):
+            load_entity_questions(eq_dir, relations=relations)
+    assert load_entity_questions(eq_dir, relations="P36").relations() == ["P36"]
+
+
+@pytest.mark.parametrize("value, key", [
+    (-5, r"data\.max_per_relation=-5"), (0, r"data\.max_per_relation=0"), (2.5, r"data\.max_per_relation=2\.5"),
+    (True, r"data\.max_per_relation=True"), ("10", r"data\.max_per_relation='10'"),
+    ({"train": 5, "dev": 0}, r"data\.max_per_relation\.dev=0"),
+    ({"train": 5, "valid": 2}, r"data\.max_per_relation: unknown split\(s\) \['valid'\]"),
+])
+def test_entity_questions_bad_max_per_relation_names_the_key(eq_dir, value, key):
+    with pytest.raises(DataError, match=key):
+        load_entity_questions(eq_dir, max_per_relation=value)
+    with pytest.raises(DataError, match=key):
+        load_data(_data_cfg("entity_questions", path=str(eq_dir), max_per_relation=value))
 
 
 def test_entity_questions_missing_directory(tmp_path):
@@ -157,6 +187,34 @@ def test_jsonl_errors_name_file_line_and_field(tmp_path, line, expected):
         load_jsonl(path)
 
 
+def test_jsonl_not_utf8_names_file_line_and_offset_without_dumping_bytes(tmp_path):
+    good = json.dumps({"question": "Q" * 50 + "?", "answers": ["A"]}) + "\n"
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes((good * 100).encode() + b'{"question": "Caf\xe9?", "answers": ["A"]}\n' + good.encode() * 100)
+    offset = len(good.encode()) * 100 + len(b'{"question": "Caf')
+    for load in (load_jsonl, lambda p: load_data(_data_cfg("jsonl", path=str(p)))):
+        with pytest.raises(DataError, match=rf"latin1\.jsonl:101: not valid UTF-8: byte 0xe9 at byte offset "
+                                            rf"{offset} .*save the file as UTF-8") as e:
+            load(path)
+        assert len(str(e.value)) < 300 and "QQQ" not in repr(e.value)
+
+
+def test_question_and_answer_length_limits_are_checked_at_load_time(tmp_path):
+    longest_ok = {"question": "Q" * (MAX_QUESTION_CHARS - 1) + "?", "answers": ["A" * MAX_ANSWER_CHARS]}
+    path = _write_lines(tmp_path / "long.jsonl", [longest_ok, {"question": "Q" * 10**6 + "?", "answers": ["A"]}])
+    with pytest.raises(DataError, match=rf"long\.jsonl:2: field 'question' is {10**6 + 1} characters long, over "
+                                        rf"the limit of {MAX_QUESTION_CHARS} \(MAX_QUESTION_CHARS"):
+        load_jsonl(path)
+    _write_lines(path, [longest_ok])
+    assert load_jsonl(path, dev_fraction=0, test_fraction=0).train[0].question == longest_ok["question"]
+    files = {f"{s}/P17.{s}.json": [_country(0)] for s in SPLITS}
+    files["test/P17.test.json"] = [_country(0), _country(1, ["x", "A" * (MAX_ANSWER_CHARS + 1)])]
+    n = MAX_ANSWER_CHARS + 1
+    with pytest.raises(DataError, match=rf"P17\.test\.json: record 1: field 'answers' holds an answer {n} "
+                                        rf"characters long, over the limit of {MAX_ANSWER_CHARS}"):
+        load_entity_questions(_write_eq(tmp_path / "eq", files))
+
+
 def test_jsonl_missing_file(tmp_path):
     with pytest.raises(DataError, match="JSONL file not found.*nope.jsonl"):
         load_jsonl(tmp_path / "nope.jsonl")
@@ -177,6 +235,13 @@ def test_config_world_facts():
     assert data.name == "world_facts" and len(data.train) == 30
     assert data.fingerprint() == load_data(_data_cfg("world_facts", num_train=30, num_dev=10,
                                                      num_test=10)).fingerprint()
+
+
+@pytest.mark.parametrize("key, value", [("num_train", -5), ("num_dev", 0), ("num_test", 1.5), ("num_train", False),
+                                        ("num_dev", None)])
+def test_config_world_facts_bad_sizes_name_the_key(key, value):
+    with pytest.raises(DataError, match=rf"data\.{key}={value!r}: expected an integer >= 1$"):
+        load_data(_data_cfg("world_facts", **{key: value}))
 
 
 def test_config_jsonl(tmp_path):

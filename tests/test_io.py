@@ -29,3 +29,12 @@ def test_jsonl_round_trip_and_bad_line_named(tmp_path):
     path.write_text('{"id": "q1"}\n{broken\n')
     with pytest.raises(ValueError, match=r"p.jsonl:2: not valid JSON"):
         read_jsonl(path)
+
+
+def test_read_jsonl_not_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"id": "q1"}\r\n{"id": "q\xff"}\n')
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: not valid UTF-8: byte 0xff at byte offset 23"):
+        read_jsonl(path)
+    path.write_bytes(b'{"id": "q1"}\r\n\r{"id": "q2"}\r')  # newlines as open() reads them: \r\n, \r
+    assert read_jsonl(path) == [{"id": "q1"}, {"id": "q2"}]

@@ -1,11 +1,13 @@
+import logging
 import os
+import shutil
 import time
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gradual_lightning.models import ModelError, load_model
+from gradual_lightning.models import ModelError, load_model, loading
 from gradual_lightning.models.loading import cache_root, cached_gguf_dir
 
 
@@ -65,6 +67,69 @@ def test_hf_source_offline_missing_model_is_a_clear_error(tmp_path, repo_root):
     cfg.name_or_path = str(tmp_path / "nowhere")
     with pytest.raises(ModelError, match="cannot load model"):
         load_model(cfg)
+
+
+def _hf_cfg(repo_root, name_or_path):
+    cfg = OmegaConf.load(repo_root / "conf/model/hf.yaml")
+    cfg.name_or_path, cfg.dtype = str(name_or_path), "float32"
+    return cfg
+
+
+def test_hf_local_directory_is_fingerprinted_by_content(tmp_path, repo_root, tiny_random):
+    model_dir = tmp_path / "model"
+    tiny_random.model.save_pretrained(model_dir)
+    tiny_random.tokenizer.save_pretrained(model_dir)
+    first = load_model(_hf_cfg(repo_root, model_dir))
+    assert load_model(_hf_cfg(repo_root, model_dir)).fingerprint == first.fingerprint  # unchanged: same entry
+    shutil.copytree(model_dir, tmp_path / "copy")
+    assert load_model(_hf_cfg(repo_root, tmp_path / "copy")).fingerprint == first.fingerprint  # content, not path
+    with torch.no_grad():
+        first.model.model.norm.weight.add_(1.0)  # "fine-tuned further" and saved over the same directory
+    first.model.save_pretrained(model_dir)
+    assert load_model(_hf_cfg(repo_root, model_dir)).fingerprint != first.fingerprint
+
+
+@pytest.mark.parametrize("name_or_path", ["/nonexistent/model", "./no/such/model", "~/no-such-model-dir"])
+def test_hf_missing_local_directory_is_named_not_taken_for_a_hub_id(repo_root, name_or_path):
+    missing = os.path.abspath(os.path.expanduser(name_or_path))
+    with pytest.raises(ModelError, match=f"model.name_or_path='{name_or_path}' is a path, but there is no "
+                                         f"directory {missing}"):
+        load_model(_hf_cfg(repo_root, name_or_path))
+
+
+def test_damaged_converted_model_is_converted_again(tmp_path, monkeypatch, caplog, repo_root, tiny_random):
+    """A model.safetensors cut short in the model cache: re-converted with a warning, else a ModelError naming it."""
+    monkeypatch.setenv(loading.CACHE_ENV, str(tmp_path / "cache"))
+    gguf = tmp_path / "fake.gguf"
+    gguf.write_bytes(b"GGUF fake")
+    conversions = []
+
+    def convert(src, dest, cut_short=False):  # stands in for the 10-30 s dequantisation
+        conversions.append(dest)
+        tiny_random.model.save_pretrained(dest)
+        tiny_random.tokenizer.save_pretrained(dest)
+        if cut_short:
+            _cut_short(dest / "model.safetensors")
+
+    monkeypatch.setattr(loading, "_installed_file", lambda package, relpath: gguf)
+    monkeypatch.setattr(loading, "_convert_gguf", convert)
+    cfg = OmegaConf.load(repo_root / "conf/model/smollm2_135m.yaml")
+    fingerprint = load_model(cfg).fingerprint
+    dest = conversions[0]
+    _cut_short(dest / "model.safetensors")
+    with caplog.at_level(logging.WARNING, logger=loading.__name__):
+        again = load_model(cfg)
+    assert again.fingerprint == fingerprint and conversions == [dest, dest]
+    assert f"the converted model in {dest} does not load" in caplog.text
+    _cut_short(dest / "model.safetensors")
+    monkeypatch.setattr(loading, "_convert_gguf", lambda src, dest: convert(src, dest, cut_short=True))
+    with pytest.raises(ModelError, match=f"converted model in {dest} does not load even after converting .*"
+                                         f"delete that directory and retry"):
+        load_model(cfg)
+
+
+def _cut_short(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def test_tiny_random_builds_in_bf16(repo_root):

@@ -121,6 +121,22 @@ def test_damaged_cache_entry_is_recomputed_not_trusted(tmp_path):
     assert cache.load("k", MasteryThresholds()) is None
 
 
+def test_unwritable_or_unreadable_cache_entry_warns_and_keeps_the_results(tmp_path, caplog):
+    results = run_probe(ScriptedEngine(QUESTIONS), QUESTIONS, DEV, CFG, progress=False)
+    cache = ProbeCache(tmp_path)
+    cache.path("k").mkdir()  # a directory where the entry file goes: fails as root too, unlike chmod
+    with caplog.at_level("WARNING", logger="gradual_lightning.probing.cache"):
+        assert cache.save("k", results) is None
+        assert cache.load("k", MasteryThresholds()) is None
+    written, read = (r.getMessage() for r in caplog.records)
+    assert "cannot be written" in written and "cannot be read" in read
+    assert all(str(cache.path("k")) in m and "Is a directory" in m for m in (written, read))
+    assert list(tmp_path.iterdir()) == [cache.path("k")]  # no temp file left behind
+    (tmp_path / "file").write_text("")
+    under_a_file = ProbeCache(tmp_path / "file" / "cache")
+    assert under_a_file.save("k", results) is None and under_a_file.load("k", MasteryThresholds()) is None
+
+
 def test_probe_config_rejects_unknown_keys_and_bad_values():
     with pytest.raises(ValueError, match="unknown probe keys \\['num_promts'\\]"):
         ProbeConfig.from_config({"num_promts": 3})

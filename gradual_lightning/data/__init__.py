@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections import Counter
 
+from gradual_lightning.data._sampling import positive_int
 from gradual_lightning.data.entity_questions import load_entity_questions
 from gradual_lightning.data.jsonl import load_jsonl
 from gradual_lightning.data.world_facts import load_world_facts
 from gradual_lightning.records import SPLITS, DataError, QASplits
 
 __all__ = ["load_data", "load_entity_questions", "load_jsonl", "load_world_facts"]
+
+# Integer options (>= 1) of the loaders, checked before the call so that errors name the config key.
+_POSITIVE_INT_OPTIONS = {load_world_facts: ("num_train", "num_dev", "num_test")}
 
 
 def load_data(cfg) -> QASplits:
@@ -25,6 +29,7 @@ def load_data(cfg) -> QASplits:
     target = cfg.get("_target_") if hasattr(cfg, "get") else None
     if not target:
         raise DataError(f"data config has no '_target_' naming a loader function: {cfg!r}")
+    _check_int_options(target, cfg)
     try:
         data = instantiate(cfg)
     except Exception as e:  # Hydra wraps the loader's error: surface the DataError with its own message
@@ -41,3 +46,16 @@ def load_data(cfg) -> QASplits:
     if repeated:
         raise DataError(f"data loader {target} ({data.name!r}) returned repeated ids, e.g. {repeated[:5]}")
     return data
+
+
+def _check_int_options(target: str, cfg) -> None:
+    """The integer options of a known loader that the config sets: each must be an integer >= 1."""
+    from hydra.utils import get_method  # noqa: PLC0415
+
+    try:
+        loader = get_method(target)
+    except Exception:  # instantiate reports a target that does not resolve
+        return
+    for key in _POSITIVE_INT_OPTIONS.get(loader, ()):
+        if key in cfg:
+            positive_int(cfg[key], f"data.{key}")

@@ -1,4 +1,5 @@
-"""Helpers shared by the loaders: path resolution, name normalisation and seeded, stratified sampling.
+"""Helpers shared by the loaders: path resolution, option checks, name normalisation and seeded, stratified
+sampling.
 
 Everything here is a pure function of its arguments (randomness comes from an explicit seed), so the same
 config always yields the same data on any machine.
@@ -42,6 +43,16 @@ def resolve_path(path: str | Path, what: str = "data path") -> Path:
         if cand.exists():
             return cand.resolve()
     raise DataError(f"{what} not found: {str(path)!r} (looked at {', '.join(str(t) for t in tried)})")
+
+
+def positive_int(value, key: str, allow_none: bool = False) -> int | None:
+    """`value` if it is an integer >= 1 (or None where `allow_none`); else a DataError naming the config `key` and
+    the value. Booleans, floats and strings are refused rather than coerced."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DataError(f"{key}={value!r}: expected an integer >= 1{' or null' if allow_none else ''}")
+    return value
 
 
 def rng_for(seed: int, *salt: object) -> random.Random:

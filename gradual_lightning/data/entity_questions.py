@@ -11,17 +11,21 @@ import json
 import re
 from pathlib import Path
 
-from gradual_lightning.data._sampling import as_list, resolve_path, rng_for
+from gradual_lightning.data._sampling import as_list, positive_int, resolve_path, rng_for
+from gradual_lightning.io import read_utf8
 from gradual_lightning.records import SPLITS, DataError, QARecord, QASplits, question_and_answers
 
 _FILE = re.compile(r"^(?P<rel>P\d+)\.(?P<split>train|dev|test)\.json$")
 
 
-def available_relations(root: Path) -> list[str]:
-    """Relation ids with a file in every split, in numeric order (P17 before P106)."""
-    per_split = [{m["rel"] for f in (root / s).glob("P*.json") if (m := _FILE.match(f.name)) and m["split"] == s}
-                 for s in SPLITS]
-    return sorted(set.intersection(*per_split), key=lambda r: int(r[1:]))
+def _relation_files(root: Path) -> dict[str, set[str]]:
+    """Relation id -> the splits it has a file for, relations in numeric order (P17 before P106)."""
+    found: dict[str, set[str]] = {}
+    for s in SPLITS:
+        for f in (root / s).glob("P*.json"):
+            if (m := _FILE.match(f.name)) and m["split"] == s:
+                found.setdefault(m["rel"], set()).add(s)
+    return dict(sorted(found.items(), key=lambda item: int(item[0][1:])))
 
 
 def _subject_patterns(root: Path) -> dict[str, re.Pattern]:
@@ -29,7 +33,7 @@ def _subject_patterns(root: Path) -> dict[str, re.Pattern]:
     if not path.is_file():
         return {}
     try:
-        templates = json.loads(path.read_text(encoding="utf-8"))
+        templates = json.loads(read_utf8(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(templates, dict):
@@ -41,7 +45,7 @@ def _subject_patterns(root: Path) -> dict[str, re.Pattern]:
 def _read_file(path: Path) -> list[tuple[str, list[str]]]:
     """Validated (question, answers) pairs; errors name the file, the record index and the field."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_utf8(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, list):
@@ -56,14 +60,14 @@ def _read_file(path: Path) -> list[tuple[str, list[str]]]:
 
 
 def _caps(max_per_relation) -> dict[str, int | None]:
-    if max_per_relation is None or isinstance(max_per_relation, int):
-        return dict.fromkeys(SPLITS, max_per_relation)
-    try:
-        caps = {s: max_per_relation.get(s) for s in SPLITS}
-    except AttributeError:
-        raise DataError(f"max_per_relation must be an int, null or a mapping split -> int, "
-                        f"got {max_per_relation!r}") from None
-    return {s: None if v is None else int(v) for s, v in caps.items()}
+    """Per-split caps from an int, null or a mapping split -> int or null; errors name data.max_per_relation."""
+    key = "data.max_per_relation"
+    if not hasattr(max_per_relation, "keys"):
+        return dict.fromkeys(SPLITS, positive_int(max_per_relation, key, allow_none=True))
+    unknown = sorted(set(max_per_relation.keys()) - set(SPLITS))
+    if unknown:
+        raise DataError(f"{key}: unknown split(s) {unknown}; the splits are {list(SPLITS)}")
+    return {s: positive_int(max_per_relation.get(s), f"{key}.{s}", allow_none=True) for s in SPLITS}
 
 
 def load_entity_questions(path, relations=None, max_per_relation=None, single_answer: bool = True,
@@ -74,14 +78,19 @@ def load_entity_questions(path, relations=None, max_per_relation=None, single_an
     root = resolve_path(path, "EntityQuestions directory")
     if not root.is_dir():
         raise DataError(f"EntityQuestions path {root} is not a directory")
-    available = available_relations(root)
-    if not available:
-        raise DataError(f"{root}: no relation files found (expected {{train,dev,test}}/P<id>.<split>.json)")
-    rels = as_list(relations) or available
-    unknown = [r for r in rels if r not in available]
-    if unknown:
-        raise DataError(f"EntityQuestions: unknown relation(s) {unknown} in {root}; available: {available}")
     caps = _caps(max_per_relation)
+    found = _relation_files(root)
+    if not found:
+        raise DataError(f"{root}: no relation files found (expected {{train,dev,test}}/P<id>.<split>.json)")
+    complete = [r for r, splits in found.items() if len(splits) == len(SPLITS)]
+    rels = as_list(relations) or list(found)
+    unknown = [r for r in rels if r not in found]
+    if unknown:
+        raise DataError(f"EntityQuestions: unknown relation(s) {unknown} in {root}; available: {complete}")
+    missing = [f"{s}/{r}.{s}.json" for r in rels for s in SPLITS if s not in found[r]]
+    if missing:
+        raise DataError(f"EntityQuestions in {root}: missing file(s) {missing}; restore them, or leave their "
+                        f"relations out with data.relations (complete relations: {complete})")
     patterns = _subject_patterns(root)
 
     out: dict[str, list[QARecord]] = {s: [] for s in SPLITS}
@@ -91,7 +100,7 @@ def load_entity_questions(path, relations=None, max_per_relation=None, single_an
             rows = [(i, q, a) for i, (q, a) in enumerate(_read_file(path_)) if not single_answer or len(a) == 1]
             cap = caps[split]
             if cap is not None and cap < len(rows):
-                rows = sorted(rng_for(seed, "entity_questions", rel, split).sample(rows, max(cap, 0)))
+                rows = sorted(rng_for(seed, "entity_questions", rel, split).sample(rows, cap))
             pat = patterns.get(rel)
             for i, q, answers in rows:
                 m = pat.match(q) if pat else None

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from gradual_lightning.data._sampling import apportion, resolve_path, rng_for
+from gradual_lightning.io import read_utf8
 from gradual_lightning.records import SPLITS, DataError, QARecord, QASplits, question_and_answers
 
 
@@ -54,15 +55,14 @@ def load_jsonl(path, dev_fraction: float = 0.1, test_fraction: float = 0.1, seed
         raise DataError(f"dev_fraction={dev_fraction} and test_fraction={test_fraction} must be in [0, 1] "
                         f"and sum to at most 1")
     rows, first_line = [], {}
-    with file.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            row = _parse_line(file, lineno, line, default_relation)
-            if row["id"] in first_line:
-                raise DataError(f"{file}:{lineno}: field 'id' {row['id']!r} repeats line {first_line[row['id']]}")
-            first_line[row["id"]] = lineno
-            rows.append(row)
+    for lineno, line in enumerate(read_utf8(file).split("\n"), start=1):
+        if not line.strip():
+            continue
+        row = _parse_line(file, lineno, line, default_relation)
+        if row["id"] in first_line:
+            raise DataError(f"{file}:{lineno}: field 'id' {row['id']!r} repeats line {first_line[row['id']]}")
+        first_line[row["id"]] = lineno
+        rows.append(row)
     if not rows:
         raise DataError(f"{file}: no records")
 

