@@ -12,7 +12,9 @@ and writes into the sweep dir:
 - knowledge_acquired.png and transitions_final.png (final-stage transition matrix, mean over seeds, per group).
 
 A job that raised leaves `failed.json` (written by train.py in a multirun, so the sweep goes on); a job dir with
-neither file did not finish (killed, or still running) and is listed as such.
+neither file did not finish (killed, or still running) and is listed as such. A job dir with a file the report
+cannot parse, or of the wrong shape, is listed as unreadable with the reason and left out of the tables: one broken
+dir does not stop the report of the others.
 
 Modules: `jobs` (what a job dir holds, and reading it), `stats` (groups and their statistics), `render` (report.md,
 report.csv, plots), `write` (`write_report`), `callback` (the Hydra callback), `cli` (the command line). Every

@@ -15,8 +15,9 @@ log = logging.getLogger(__package__)  # "gradual_lightning.report", as in the lo
 
 
 class SweepReportCallback(Callback):
-    """Writes the sweep report when a multirun ends. With `fail_on_job_error`, a sweep in which a job failed exits
-    with status 1 after the report is written (so scripts and CI see it); the other jobs have run regardless."""
+    """Writes the sweep report when a multirun ends. With `fail_on_job_error`, a sweep in which a job failed (or
+    left a dir the report cannot read) exits with status 1 after the report is written (so scripts and CI see it);
+    the other jobs have run regardless."""
 
     def __init__(self, fail_on_job_error: bool = True) -> None:
         self.fail_on_job_error = fail_on_job_error

@@ -1,5 +1,5 @@
-"""What the report looks like: report.md (tables per group, failed jobs, plots), report.csv (one row per group,
-metric and stage) and the PNGs. Pure text from groups, except `write_plots`, which saves the figures."""
+"""What the report looks like: report.md (tables per group, failed and unreadable jobs, plots), report.csv (one
+row per group, metric and stage) and the PNGs. Pure text from groups, except `write_plots`, which saves the figures."""
 
 from __future__ import annotations
 
@@ -45,10 +45,12 @@ def _md_escape(text: str) -> str:
 
 
 def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group], plots: Sequence[str]) -> str:
-    n_ok = sum(j.ok for j in jobs)
+    failed = [j for j in jobs if not j.ok and not j.unreadable]
+    unreadable = [j for j in jobs if j.unreadable]
     common = common_overrides(groups)
     lines = [f"# Sweep report: `{sweep_dir}`", "",
-             f"{len(jobs)} jobs: {n_ok} finished, {len(jobs) - n_ok} failed or unfinished. Cells: mean "
+             f"{len(jobs)} jobs: {sum(j.ok for j in jobs)} finished, {len(failed)} failed or unfinished"
+             + (f", {len(unreadable)} unreadable" if unreadable else "") + ". Cells: mean "
              "[95% CI, Student t] across seeds (no interval with one seed; accuracies' intervals clipped to [0, 1]); "
              "knowledge acquired = HighlyKnown questions of the pool after the stage minus before training."
              + (f" Overrides of every job: `{' '.join(common)}`." if common else ""), "",
@@ -70,11 +72,14 @@ def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group],
                       "|---" * (width + 1) + "|"]
             lines += ["| " + " | ".join([_md_escape(label), *(_cell(s, 1) for s in st), *["-"] * (width - len(st))])
                       + " |" for label, st in stats.items()]
-    failed = [j for j in jobs if not j.ok]
     if failed:
         lines += ["", "## Failed jobs", "", "| job | overrides | error |", "|---|---|---|"]
         lines += [f"| `{j.dir.relative_to(sweep_dir)}` | {_md_escape(' '.join(j.overrides))} "
                   f"| {_md_escape(j.error or '')} |" for j in failed]
+    if unreadable:
+        lines += ["", "## Unreadable jobs", "", "Left out of the tables: a file of the job dir could not be parsed or "
+                  "has not the expected shape.", "", "| job | reason |", "|---|---|"]
+        lines += [f"| `{j.dir.relative_to(sweep_dir)}` | {_md_escape(j.error or '')} |" for j in unreadable]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"

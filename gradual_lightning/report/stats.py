@@ -68,9 +68,10 @@ class Group:
 
 
 def group_jobs(jobs: Sequence[Job]) -> list[Group]:
-    """Jobs grouped by setting, in job order; labels leave out the overrides common to all groups."""
+    """Jobs grouped by setting, in job order; labels leave out the overrides common to all groups. Unreadable jobs
+    belong to no group (their setting, or their numbers, are not known)."""
     groups: dict[tuple[str, ...], Group] = {}
-    for job in jobs:
+    for job in (j for j in jobs if not j.unreadable):
         groups.setdefault(job.setting, Group(job.setting)).jobs.append(job)
     common = set(common_overrides(list(groups.values())))
     for g in groups.values():

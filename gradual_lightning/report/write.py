@@ -20,6 +20,7 @@ class Report:
 
     @property
     def failed(self) -> list[Job]:
+        """Jobs without results: failed, unfinished or unreadable."""
         return [j for j in self.jobs if not j.ok]
 
 
