@@ -195,3 +195,68 @@ def test_accuracy_intervals_are_clipped_to_0_1_and_counts_are_not(tmp_path):
         st = group.scalar(metric)
         assert (st.mean, st.low, st.high) == (pytest.approx(mean), pytest.approx(low), 1.0)  # ... the report's not
     assert group.final("knowledge_acquired").low == pytest.approx(mean_ci([-3, 9, 1])[1])  # counts: not clipped
+
+
+def _report_without_the_broken_job(sweep, reason):
+    """The sweep fixture plus job 6 (one_stage, seed 4, accuracy 0.9), whose dir is broken: the report is written,
+    job 6 counts in no group and is listed with its reason under Unreadable jobs, not under Failed jobs."""
+    report = write_report(sweep, plots=False)
+    assert [g.name for g in report.groups] == ["schedule=one_stage", "schedule=two_stage"]
+    one = report.groups[0]
+    assert [j.seed for j in one.finished] == [1, 2, 3] and not one.failed
+    row = _row(_csv(sweep / "report.csv"), "schedule=one_stage", "test_accuracy")
+    assert row["n"] == "3" and float(row["mean"]) == pytest.approx(0.6) and row["n_failed"] == "0"
+    md = (sweep / "report.md").read_text()
+    assert "7 jobs: 5 finished, 1 failed or unfinished, 1 unreadable." in md
+    failed_section, unreadable_section = md.split("## Failed jobs")[1].split("## Unreadable jobs")
+    assert "`5_job`" in failed_section and "`6_job`" not in failed_section
+    assert f"| `6_job` | {reason}" in unreadable_section
+    [job] = [j for j in report.jobs if j.dir.name == "6_job"]
+    assert job.unreadable and not job.ok and job in report.failed
+    return job
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("[]", "metrics.json unreadable: expected a JSON object, got list"),
+    ('{"test_accuracy": 0.9, "run": {"seed": 4}}',
+     "metrics.json unreadable: no 'retention', 'incremental_gain', 'knowledge_acquired', "
+     "'knowledge_acquired_untrained'"),
+    (json.dumps({**_metrics(4, 0.9, [0, 9]), "knowledge_acquired": 9}),
+     "metrics.json unreadable: 'knowledge_acquired' is not a list of numbers"),
+    (json.dumps({**_metrics(4, 0.9, [0, 9]), "run": None}), "metrics.json unreadable: 'run' is not a JSON object"),
+    ('{"test_accuracy": ', "metrics.json unreadable: Expecting value"),
+])
+def test_a_wrong_shaped_metrics_json_makes_its_job_unreadable_and_the_rest_is_reported(sweep, text, reason):
+    _job(sweep, 6, ["schedule=one_stage", "seed=4"], _metrics(4, 0.9, [0, 9]))
+    (sweep / "6_job" / "metrics.json").write_text(text)
+    _report_without_the_broken_job(sweep, reason)
+
+
+@pytest.mark.parametrize("file, text, reason", [
+    ("overrides.yaml", "[schedule=one_stage, seed=4", ".hydra/overrides.yaml unreadable: expected ',' or ']'"),
+    ("overrides.yaml", "schedule: one_stage",
+     ".hydra/overrides.yaml unreadable: expected a list of overrides, got dict"),
+    ("hydra.yaml", "hydra: {job: [", ".hydra/hydra.yaml unreadable: "),
+    ("hydra.yaml", "hydra: {job: 3}", ".hydra/hydra.yaml unreadable: hydra.job: expected a mapping, got int"),
+])
+def test_a_broken_hydra_file_makes_its_job_unreadable_and_the_rest_is_reported(sweep, file, text, reason):
+    _job(sweep, 6, ["schedule=one_stage", "seed=4"], _metrics(4, 0.9, [0, 9]))
+    (sweep / "6_job" / ".hydra" / file).write_text(text)
+    _report_without_the_broken_job(sweep, reason)
+
+
+def test_callback_exits_1_and_names_an_unreadable_job(tmp_path, caplog):
+    _job(tmp_path, 0, ["seed=0"], _metrics(0, 0.5, [0, 2]))
+    (_job(tmp_path, 1, ["seed=1"]) / "metrics.json").write_text("[]")
+    with pytest.raises(SystemExit) as e:
+        SweepReportCallback().on_multirun_end(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert e.value.code == 1 and "## Unreadable jobs" in (tmp_path / "report.md").read_text()
+    assert f"{tmp_path / '1_job'}: metrics.json unreadable: expected a JSON object, got list" in caplog.text
+
+
+def test_a_wrong_shaped_failed_json_is_still_a_failed_job(tmp_path):
+    (_job(tmp_path, 0, ["seed=0"]) / "failed.json").write_text("[]")
+    job = read_job(tmp_path / "0_job")
+    assert not job.unreadable and job.error == "failed (failed.json unreadable: expected a JSON object, got list)"
+    md = write_report(tmp_path, plots=False).files[0].read_text()
+    assert "## Failed jobs" in md and "## Unreadable jobs" not in md

