@@ -9,16 +9,10 @@ from pathlib import Path
 import pytest
 
 import gradual_lightning
-from gradual_lightning.data import world_facts as wf
+from gradual_lightning.data import world_sources as ws
 from gradual_lightning.data._sampling import fold
-from gradual_lightning.data.world_facts import (
-    CONTINENTS,
-    RELATIONS,
-    _countries,
-    _words,
-    load_world_facts,
-    world_facts,
-)
+from gradual_lightning.data.world_facts import CONTINENTS, RELATIONS, load_world_facts, world_facts
+from gradual_lightning.data.world_sources import kept_countries, words_of
 from gradual_lightning.records import SPLITS, DataError
 
 
@@ -75,14 +69,14 @@ def test_country_aliases():
     continents = _by_key("country_continent")
     assert continents["US"].subject == "United States" and continents["US"].answers == ("North America",)
     assert continents["NL"].subject == "Netherlands"
-    assert _countries()["CZ"]["names"][:2] == ("Czech Republic", "Czechia")
+    assert kept_countries()["CZ"]["names"][:2] == ("Czech Republic", "Czechia")
     hk_city = next(f for f in world_facts("city_country") if f.answers[0] == "Hong Kong")
     assert "China" in hk_city.answers  # territories also accept the sovereign country
 
 
 def test_no_alias_shared_or_inside_another_country_name():
     """Under "contains" matching, 'Korea' would credit 'North Korea' and 'America' 'South America'."""
-    countries = _countries()
+    countries = kept_countries()
     owners = {}
     for iso, c in countries.items():
         for alias in c["names"]:
@@ -124,9 +118,9 @@ def test_no_city_contains_its_country_or_is_ambiguous():
     assert len(facts) > 10_000
     for f in facts:
         assert len(homes[fold(f.subject)]) == 1, f.subject
-        words = _words(f.subject)
+        words = words_of(f.subject)
         for alias in f.answers:
-            a = _words(alias)
+            a = words_of(alias)
             assert not any(words[i:i + len(a)] == a for i in range(len(words))), (f.subject, alias)
     subjects = {f.subject for f in facts}
     assert not {"Mexico City", "Guatemala City", "Kuwait City", "Panama City", "Jersey City"} & subjects
@@ -169,5 +163,5 @@ def test_curated_tables_say_why_and_keep_their_types():
     """world_facts_tables.json: every table gives its reason; None (no clean answer) survives the JSON round trip."""
     tables = json.loads((resources.files("gradual_lightning.data") / "world_facts_tables.json").read_text("utf-8"))
     assert all(t["why"].strip() for t in tables.values())
-    assert wf.CAPITALS["IL"] is None and wf.CAPITALS["KZ"] == ("Astana", "Nur-Sultan")
-    assert wf.COUNTRY_NAMES["GB"][0] == "United Kingdom" and "BG" in wf.NO_CURRENCY
+    assert ws.CAPITALS["IL"] is None and ws.CAPITALS["KZ"] == ("Astana", "Nur-Sultan")
+    assert ws.COUNTRY_NAMES["GB"][0] == "United Kingdom" and "BG" in ws.NO_CURRENCY

