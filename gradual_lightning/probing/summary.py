@@ -6,9 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from gradual_lightning.categories import CATEGORIES
-
-CATEGORY_COLORS = {"HighlyKnown": "#2b8a3e", "MaybeKnown": "#94d82d", "WeaklyKnown": "#fab005", "Unknown": "#e03131"}
+from gradual_lightning.categories import CATEGORIES, Category
 
 
 def category_counts(categories: Sequence[str]) -> dict[str, int]:
@@ -48,9 +46,9 @@ def plot_categories(results: Sequence, path: str | Path, title: str = "SliCK cat
     fig = Figure(figsize=(8, 1.6 + 0.45 * len(rels)), layout="constrained")
     ax = fig.subplots()
     left = [0] * len(rels)
-    for c in CATEGORIES:
-        vals = [by_rel[r][c] for r in rels]
-        ax.barh(rels, vals, left=left, color=CATEGORY_COLORS[c], label=c)
+    for c in Category:
+        vals = [by_rel[r][c.value] for r in rels]
+        ax.barh(rels, vals, left=left, color=c.colour, label=c.value)
         left = [a + b for a, b in zip(left, vals)]
     ax.set_xlabel("questions")
     ax.set_title(title)
