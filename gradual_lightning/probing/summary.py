@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from gradual_lightning.categories import CATEGORIES, Category
-
-
-def category_counts(categories: Sequence[str]) -> dict[str, int]:
-    counts = Counter(categories)
-    return {c: counts.get(c, 0) for c in CATEGORIES}
+from gradual_lightning.training.metrics import category_counts
 
 
 def counts_by_relation(results: Sequence) -> dict[str, dict[str, int]]:

@@ -39,11 +39,14 @@ def retention(correct_by_id: Mapping[str, bool], base_category_by_id: Mapping[st
     return accuracy([ok for qid, ok in correct_by_id.items() if base_category_by_id.get(qid) == Category.HIGHLY_KNOWN])
 
 
-def category_counts(categories: Mapping[str, str]) -> dict[str, int]:
-    """How many questions fall in each category; all four keys, zeros included."""
-    _check(categories.values())
+def category_counts(categories: Mapping[str, str] | Iterable[str]) -> dict[str, int]:
+    """How many questions fall in each category; all four keys in CATEGORIES order, zeros included.
+
+    `categories` is a probe result (question id -> category) or the categories themselves, one per question."""
+    values = list(categories.values() if isinstance(categories, Mapping) else categories)
+    _check(values)
     counts = dict.fromkeys(CATEGORIES, 0)
-    for c in categories.values():
+    for c in values:
         counts[c] += 1
     return counts
 
