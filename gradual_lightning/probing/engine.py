@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, GenerationConfig, StaticCache
 
-Prompt = str | tuple[str, str] | Sequence[int]
+PromptInput = str | tuple[str, str] | Sequence[int]
 SHARE_MIN_SAVING = 24  # tokens of prefill a shared template must save to be worth its own forward
 
 # ----------------------------------------------------------------------------------------------- tokenisation
@@ -47,7 +47,7 @@ def encode_prompt(tokenizer, prefix: str, suffix: str) -> list[int]:
     return encode_prefix(tokenizer, prefix) + encode_suffix(tokenizer, suffix)
 
 
-def _prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
+def _prompt_ids(tokenizer, prompt: PromptInput) -> list[int]:
     if isinstance(prompt, str):
         return encode_prefix(tokenizer, prompt)
     if isinstance(prompt, tuple) and len(prompt) == 2 and all(isinstance(p, str) for p in prompt):
@@ -479,7 +479,7 @@ def generation_config(model, tokenizer, *, max_new_tokens: int, stop: str = "\n"
 
 
 @torch.inference_mode()
-def naive_generate_ids(model, tokenizer, prompts: Sequence[Prompt], *, max_new_tokens: int, batch_size: int = 1,
+def naive_generate_ids(model, tokenizer, prompts: Sequence[PromptInput], *, max_new_tokens: int, batch_size: int = 1,
                        stop: str = "\n", **sampling) -> list[list[int]]:
     """New token ids per returned sequence (through the first stop token) from HF `model.generate`.
 
@@ -500,7 +500,7 @@ def naive_generate_ids(model, tokenizer, prompts: Sequence[Prompt], *, max_new_t
     return out_ids
 
 
-def naive_generate(model, tokenizer, prompts: Sequence[Prompt], *, max_new_tokens: int, batch_size: int = 1,
+def naive_generate(model, tokenizer, prompts: Sequence[PromptInput], *, max_new_tokens: int, batch_size: int = 1,
                    stop: str = "\n") -> list[str]:
     """Baseline: HF `model.generate`, greedy, `batch_size` prompts per call (left padding when > 1).
 
