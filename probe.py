@@ -18,9 +18,10 @@ from gradual_lightning.probing.cache import ProbeCache
 from gradual_lightning.probing.config import ProbeConfig
 from gradual_lightning.probing.mastery import MasteryThresholds
 from gradual_lightning.probing.prober import probe_questions
-from gradual_lightning.probing.summary import category_counts, counts_by_relation, plot_categories, summary_table
+from gradual_lightning.probing.summary import counts_by_relation, plot_categories, summary_table
 from gradual_lightning.provenance import run_record
 from gradual_lightning.records import SPLITS
+from gradual_lightning.training.metrics import category_counts
 
 log = logging.getLogger("probe")
 

@@ -12,10 +12,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from gradual_lightning.categories import CATEGORIES
+from gradual_lightning.categories import CATEGORIES, Category
 from gradual_lightning.io import atomic_write_bytes
-
-SHORT = ("HK", "MK", "WK", "Unk")  # HighlyKnown, MaybeKnown, WeaklyKnown, Unknown (CATEGORIES order)
 
 
 def draw_transitions(ax, matrix: Sequence[Sequence[float]], title: str = "") -> None:
@@ -24,8 +22,9 @@ def draw_transitions(ax, matrix: Sequence[Sequence[float]], title: str = "") -> 
         raise ValueError(f"a transition matrix is {len(CATEGORIES)}x{len(CATEGORIES)}, got {matrix!r}")
     top = max((v for row in matrix for v in row), default=0) or 1
     ax.imshow(matrix, cmap="Blues", vmin=0, vmax=top)
-    ax.set_xticks(range(len(CATEGORIES)), SHORT)
-    ax.set_yticks(range(len(CATEGORIES)), SHORT)
+    short = [c.short for c in Category]
+    ax.set_xticks(range(len(CATEGORIES)), short)
+    ax.set_yticks(range(len(CATEGORIES)), short)
     ax.set_xlabel("category now")
     ax.set_ylabel("base model's category")
     for i, row in enumerate(matrix):

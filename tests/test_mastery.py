@@ -1,5 +1,6 @@
 import pytest
 
+from gradual_lightning.categories import CATEGORIES
 from gradual_lightning.probing.mastery import MasteryError, MasteryThresholds, categorize
 
 SLICK = MasteryThresholds()
@@ -18,6 +19,13 @@ SLICK = MasteryThresholds()
 )
 def test_slick_categories(p_greedy, p_sampled, expected):
     assert categorize(p_greedy, p_sampled, SLICK) == expected
+
+
+def test_categorize_returns_the_plain_stored_name():
+    # JSON files, checkpoints and cache keys hold the plain string: never a Category member
+    for p_greedy, p_sampled in [(1.0, None), (0.5, None), (0.0, 1.0), (0.0, 0.0)]:
+        c = categorize(p_greedy, p_sampled)
+        assert type(c) is str and c in CATEGORIES
 
 
 def test_lenient_preset_moves_the_highly_known_bound():

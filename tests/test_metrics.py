@@ -1,10 +1,11 @@
 """Metrics on hand-built cases."""
 
+import json
 import math
 
 import pytest
 
-from gradual_lightning.categories import CATEGORIES
+from gradual_lightning.categories import CATEGORIES, Category
 from gradual_lightning.training import metrics as m
 
 BASE = {"a": "HighlyKnown", "b": "HighlyKnown", "c": "MaybeKnown", "d": "MaybeKnown", "e": "WeaklyKnown",
@@ -35,6 +36,18 @@ def test_category_counts():
     assert m.category_counts({}) == dict.fromkeys(CATEGORIES, 0)
     with pytest.raises(ValueError, match="Known"):
         m.category_counts({"x": "Known"})
+
+
+def test_category_counts_of_the_categories_themselves():
+    # probe.py's summary.json "counts": one category per question, the same dict as for {id: category}
+    assert m.category_counts(list(BASE.values())) == m.category_counts(BASE)
+    assert list(m.category_counts(["Unknown", "Unknown"])) == list(CATEGORIES)
+    assert m.category_counts(["Unknown", "Unknown"]) == {"HighlyKnown": 0, "MaybeKnown": 0, "WeaklyKnown": 0,
+                                                           "Unknown": 2}
+    assert m.category_counts(iter([])) == dict.fromkeys(CATEGORIES, 0)
+    assert json.dumps(m.category_counts([Category.MAYBE_KNOWN])) == json.dumps(m.category_counts(["MaybeKnown"]))
+    with pytest.raises(ValueError, match="Known"):
+        m.category_counts(["HighlyKnown", "Known"])
 
 
 def test_knowledge_acquired_and_incremental_gain():

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gradual_lightning.categories import CATEGORIES
+from gradual_lightning.categories import Category
 
 _EPS = 1e-9
 
@@ -58,11 +58,13 @@ SLICK = MasteryThresholds()
 
 
 def categorize(p_greedy: float, p_sampled: float | None, thresholds: MasteryThresholds = SLICK) -> str:
-    """The category of one question. p_sampled=None (not sampled) counts as no correct sample."""
+    """The category of one question, as its plain stored name (a `str`, never a `Category` member).
+
+    p_sampled=None (not sampled) counts as no correct sample."""
     if p_greedy >= thresholds.highly_known - _EPS:
-        return CATEGORIES[0]
+        return Category.HIGHLY_KNOWN.value
     if p_greedy > thresholds.maybe_known + _EPS:
-        return CATEGORIES[1]
+        return Category.MAYBE_KNOWN.value
     if p_sampled is not None and p_sampled > thresholds.weakly_known + _EPS:
-        return CATEGORIES[2]
-    return CATEGORIES[3]
+        return Category.WEAKLY_KNOWN.value
+    return Category.UNKNOWN.value

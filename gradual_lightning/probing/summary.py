@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from gradual_lightning.categories import CATEGORIES
-
-CATEGORY_COLORS = {"HighlyKnown": "#2b8a3e", "MaybeKnown": "#94d82d", "WeaklyKnown": "#fab005", "Unknown": "#e03131"}
-
-
-def category_counts(categories: Sequence[str]) -> dict[str, int]:
-    counts = Counter(categories)
-    return {c: counts.get(c, 0) for c in CATEGORIES}
+from gradual_lightning.categories import CATEGORIES, Category
+from gradual_lightning.training.metrics import category_counts
 
 
 def counts_by_relation(results: Sequence) -> dict[str, dict[str, int]]:
@@ -48,9 +41,9 @@ def plot_categories(results: Sequence, path: str | Path, title: str = "SliCK cat
     fig = Figure(figsize=(8, 1.6 + 0.45 * len(rels)), layout="constrained")
     ax = fig.subplots()
     left = [0] * len(rels)
-    for c in CATEGORIES:
-        vals = [by_rel[r][c] for r in rels]
-        ax.barh(rels, vals, left=left, color=CATEGORY_COLORS[c], label=c)
+    for c in Category:
+        vals = [by_rel[r][c.value] for r in rels]
+        ax.barh(rels, vals, left=left, color=c.colour, label=c.value)
         left = [a + b for a, b in zip(left, vals)]
     ax.set_xlabel("questions")
     ax.set_title(title)

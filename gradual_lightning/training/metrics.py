@@ -10,9 +10,7 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
-from gradual_lightning.categories import CATEGORIES
-
-HK = "HighlyKnown"
+from gradual_lightning.categories import CATEGORIES, Category
 
 
 def _check(categories: Iterable[str]) -> None:
@@ -38,14 +36,17 @@ def accuracy_by_category(correct_by_id: Mapping[str, bool], base_category_by_id:
 
 def retention(correct_by_id: Mapping[str, bool], base_category_by_id: Mapping[str, str]) -> float | None:
     """Accuracy on the questions the base model knew (base HighlyKnown): how much known knowledge survived."""
-    return accuracy([ok for qid, ok in correct_by_id.items() if base_category_by_id.get(qid) == HK])
+    return accuracy([ok for qid, ok in correct_by_id.items() if base_category_by_id.get(qid) == Category.HIGHLY_KNOWN])
 
 
-def category_counts(categories: Mapping[str, str]) -> dict[str, int]:
-    """How many questions fall in each category; all four keys, zeros included."""
-    _check(categories.values())
+def category_counts(categories: Mapping[str, str] | Iterable[str]) -> dict[str, int]:
+    """How many questions fall in each category; all four keys in CATEGORIES order, zeros included.
+
+    `categories` is a probe result (question id -> category) or the categories themselves, one per question."""
+    values = list(categories.values() if isinstance(categories, Mapping) else categories)
+    _check(values)
     counts = dict.fromkeys(CATEGORIES, 0)
-    for c in categories.values():
+    for c in values:
         counts[c] += 1
     return counts
 
@@ -54,8 +55,8 @@ def knowledge_acquired(pool_counts: Sequence[Mapping[str, int]]) -> list[int]:
     """HighlyKnown count after each stage minus the base count; `pool_counts[0]` is the base probe, so entry 0 is 0."""
     if not pool_counts:
         return []
-    base = pool_counts[0][HK]
-    return [c[HK] - base for c in pool_counts]
+    base = pool_counts[0][Category.HIGHLY_KNOWN]
+    return [c[Category.HIGHLY_KNOWN] - base for c in pool_counts]
 
 
 def incremental_gain(acquired: Sequence[int]) -> float | None:
@@ -75,7 +76,8 @@ def _common(base: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
 
 def forgotten(base: Mapping[str, str], current: Mapping[str, str]) -> int:
     """Questions HighlyKnown under the base model that are no longer HighlyKnown."""
-    return sum(base[q] == HK and current[q] != HK for q in _common(base, current))
+    hk = Category.HIGHLY_KNOWN
+    return sum(base[q] == hk and current[q] != hk for q in _common(base, current))
 
 
 def transition_matrix(base: Mapping[str, str], current: Mapping[str, str]) -> list[list[int]]:
@@ -92,9 +94,10 @@ def knowledge_acquired_split(base: Mapping[str, str], current: Mapping[str, str]
     """Net HighlyKnown gain, (HighlyKnown now) - (HighlyKnown at base), separately among the questions trained on in
     any stage so far and those never trained on (does learning spread to questions the model never saw?)."""
     trained = set(trained_ids)
+    hk = Category.HIGHLY_KNOWN
     out = {"trained": 0, "untrained": 0}
     for q in _common(base, current):
-        out["trained" if q in trained else "untrained"] += (current[q] == HK) - (base[q] == HK)
+        out["trained" if q in trained else "untrained"] += (current[q] == hk) - (base[q] == hk)
     return out
 
 

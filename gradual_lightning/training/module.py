@@ -49,7 +49,7 @@ class FinetuneConfig:
                 raise ValueError("finetune.target_modules must name at least one module")
 
     @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any] | None) -> FinetuneConfig:
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> FinetuneConfig:
         cfg = dict(cfg or {})
         allowed = set(cls.__dataclass_fields__)
         unknown = sorted(set(cfg) - allowed)
@@ -114,7 +114,7 @@ class CausalLMModule(pl.LightningModule):
             raise ValueError(f"loss_on={loss_on!r}; expected one of {list(LOSS_ON)}")
         # model, tokenizer and the factories are objects, not hyperparameters (checkpoints must stay plain data)
         self.save_hyperparameters(ignore=["model", "tokenizer", "optimizer", "scheduler"], logger=False)
-        self.finetune = FinetuneConfig.from_mapping(finetune)
+        self.finetune = FinetuneConfig.from_config(finetune)
         self.tokenizer = tokenizer
         self.optimizer_factory = optimizer or partial(torch.optim.AdamW, lr=2e-4, weight_decay=0.01)
         self.scheduler_factory = scheduler
