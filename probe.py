@@ -20,14 +20,18 @@ from gradual_lightning.probing.mastery import MasteryThresholds
 from gradual_lightning.probing.prober import probe_questions
 from gradual_lightning.probing.summary import counts_by_relation, plot_categories, summary_table
 from gradual_lightning.provenance import run_record
+from gradual_lightning.quiet import quiet_libraries
 from gradual_lightning.records import SPLITS
 from gradual_lightning.training.metrics import category_counts
+from gradual_lightning.validation import check_value
 
 log = logging.getLogger("probe")
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     start = time.time()
+    quiet_libraries()
+    check_value("max_questions", cfg.max_questions, "int", minimum=1, optional=True)
     probe_cfg = ProbeConfig.from_config(cfg.probe)
     thresholds = MasteryThresholds.from_config(cfg.mastery)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)

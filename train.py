@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -24,25 +24,59 @@ from gradual_lightning.probing.config import ProbeConfig
 from gradual_lightning.probing.mastery import MasteryThresholds
 from gradual_lightning.probing.prober import Prober
 from gradual_lightning.provenance import run_record
+from gradual_lightning.quiet import quiet_libraries
 from gradual_lightning.report import FAILED_FILE, record_failure
 from gradual_lightning.training.checkpoint import run_identity
 from gradual_lightning.training.ledger import KnowledgeLedger
+from gradual_lightning.training.module import FinetuneConfig
 from gradual_lightning.training.recipe import run_schedule
-from gradual_lightning.training.schedules import explicit_stage_fields
+from gradual_lightning.training.schedules import Schedule, explicit_stage_fields
 from gradual_lightning.training.schedules import from_config as schedule_from_config
 from gradual_lightning.training.summary import print_summary
+from gradual_lightning.validation import ConfigError, check_value
 
 log = logging.getLogger("train")
 
 
-def run(cfg: DictConfig, out_dir: Path) -> dict:
-    # validate everything cheap before loading anything heavy
+def validate(cfg: DictConfig) -> tuple[Schedule, MasteryThresholds, ProbeConfig, ProbeConfig, ProbeConfig]:
+    """Every setting checked before anything heavy loads: a typo or a wrong type fails in a second, naming the key,
+    not after the model loaded or the base probe ran."""
+    check_value("seed", cfg.seed, "int")
+    check_value("batch_size", cfg.batch_size, "int", minimum=1)
+    check_value("max_length", cfg.max_length, "int", minimum=1, optional=True)
+    for key in ("progress", "cache"):
+        check_value(key, cfg[key], "bool")
     explicit = explicit_stage_fields(_command_line_overrides())
     schedule = schedule_from_config(cfg.schedule, cfg.get("stage_overrides"), explicit=explicit)
     thresholds = MasteryThresholds.from_config(cfg.mastery)
     probe_cfg = ProbeConfig.from_config(cfg.probe)
-    reprobe_cfg = replace(probe_cfg, **cfg.reprobe)
-    eval_cfg = replace(probe_cfg, **cfg.eval)
+    reprobe_cfg = ProbeConfig.from_config(cfg.reprobe, "reprobe", base=probe_cfg)
+    eval_cfg = ProbeConfig.from_config(cfg.eval, "eval", base=probe_cfg)
+    FinetuneConfig.from_config(OmegaConf.to_container(cfg.finetune, resolve=True))
+    _check_factories(cfg.train_module)
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r}: no such file")
+    return schedule, thresholds, probe_cfg, reprobe_cfg, eval_cfg
+
+
+def _check_factories(train_module: DictConfig) -> None:
+    """Build the optimizer and lr scheduler once on a dummy parameter (a bad kind or argument fails here)."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    for key in ("optimizer", "scheduler"):
+        if train_module.get(key) is None:
+            continue
+        try:
+            if key == "optimizer":
+                instantiate(train_module.optimizer)(params=[param])
+            else:
+                instantiate(train_module.scheduler)(optimizer=torch.optim.SGD([param], lr=1.0), total_steps=10)
+        except Exception as e:
+            raise ConfigError(f"train_module.{key}: {type(e).__name__}: {e}") from e
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict:
+    quiet_libraries()
+    schedule, thresholds, probe_cfg, reprobe_cfg, eval_cfg = validate(cfg)
     pl.seed_everything(cfg.seed, workers=True)
 
     data = load_data(cfg.data)
@@ -53,7 +87,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         write_json(out_dir / "run.json", record)
     module = instantiate(cfg.train_module, model=lm.model, tokenizer=lm.tokenizer,
                          finetune=OmegaConf.to_container(cfg.finetune, resolve=True))
-    dm = instantiate(cfg.datamodule, pool=data.train, dev=data.dev, test=data.test)
+    dm = instantiate(cfg.datamodule, _partial_=True)(pool=data.train, dev=data.dev, test=data.test)  # records as is
     dm.connect(lm.tokenizer, max_length=cfg.max_length)
     loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
     for lg in loggers:

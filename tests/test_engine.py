@@ -230,3 +230,38 @@ def test_scoring_agrees_with_decoding(smol):
     assert p_top1 == pytest.approx([1.0] * len(suffixes))
     p = p_sample_equals_alias(engine, prefix, suffixes, aliases, temperature=0.5, top_k=40)
     assert all(0.0 < x <= 1.0 + 1e-6 for x in p)
+
+
+# ----------------------------------------------------------------------------------------------- backends
+
+
+def test_both_backends_satisfy_the_protocol_and_agree(tiny):
+    from gradual_lightning.probing.backend import ProbeBackend, make_backend
+
+    prefix, suffixes = SETS[0][0], SETS[0][1][:4]
+    engine, hf = (make_backend(name, tiny.model, tiny.tokenizer, max_new_tokens=4, batch_size=4)
+                  for name in ("engine", "hf"))
+    assert isinstance(engine, ProbeBackend) and isinstance(hf, ProbeBackend)
+    assert hf.greedy(prefix, suffixes) == engine.greedy(prefix, suffixes)
+    paths, owner = [[100, 200], [300], [5, 6, 7]], [0, 1, 3]
+    for a, b in zip(engine.path_logits(prefix, suffixes, paths, owner), hf.path_logits(prefix, suffixes, paths, owner)):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
+    with pytest.raises(ValueError, match="probe.backend='vllm' is not one of"):
+        make_backend("vllm", tiny.model, tiny.tokenizer, max_new_tokens=4, batch_size=4)
+
+
+def test_hf_backend_sampling_is_seeded_and_leaves_the_global_rng_alone(tiny):
+    from gradual_lightning.probing.hf import HFGenerateBackend
+
+    backend = HFGenerateBackend(tiny.model, tiny.tokenizer, max_new_tokens=4, batch_size=8)
+    suffixes = SETS[0][1][:3]
+    before = torch.random.get_rng_state()
+    a = backend.sample(CAPITALS, suffixes, num_samples=3, temperature=1.0, top_k=40,
+                       generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    b = backend.sample(CAPITALS, suffixes, num_samples=3, temperature=1.0, top_k=40,
+                       generator=torch.Generator().manual_seed(0))
+    assert a == b and [len(x) for x in a] == [3, 3, 3]
+    top1 = backend.sample(CAPITALS, suffixes, num_samples=2, temperature=0.7, top_k=1,
+                          generator=torch.Generator().manual_seed(0))
+    assert top1 == [[g] * 2 for g in backend.greedy(CAPITALS, suffixes)]

@@ -73,6 +73,37 @@ def test_thresholds_in_wrong_order_fail_before_any_model_is_loaded(tmp_path, mon
         train.run(cfg, tmp_path)
 
 
+@pytest.mark.parametrize("override, message", [
+    ("probe.adaptive_sampling=flase", r"probe.adaptive_sampling='flase': expected true or false"),
+    ("probe.early_stop_sampling=maybe", r"probe.early_stop_sampling='maybe'"),
+    ("probe.num_prompts=2.5", r"probe.num_prompts=2.5: expected an integer"),
+    ("seed=abc", r"seed='abc': expected an integer"),
+    ("+reprobe.bogus=1", r"reprobe: unknown key\(s\) \['bogus'\]"),
+    ("+eval.bogus=1", r"eval: unknown key\(s\) \['bogus'\]"),
+    ("reprobe.num_samples=-1", r"reprobe.num_samples=-1 must be >= 0"),
+    ("finetune.r=0", r"finetune.r must be an integer >= 1"),
+    ("train_module.scheduler.kind=step", r"train_module.scheduler: ValueError: scheduler kind='step'"),
+    ("ckpt_path=/nonexistent/last.pt", r"ckpt_path='/nonexistent/last.pt': no such file"),
+    ("batch_size=0", r"batch_size=0: must be >= 1"),
+    ("schedule.stages.0.epochs=-1", r"stage 0, field 'epochs': must be an integer >= 1, got -1"),
+])
+def test_bad_values_fail_at_start_up_naming_the_key(tmp_path, monkeypatch, override, message):
+    import train
+
+    monkeypatch.setattr(train, "load_model", lambda *a, **k: pytest.fail("model loaded before validation"))
+    with pytest.raises(ValueError, match=message):
+        train.run(_compose(["debug=smoke", override], tmp_path), tmp_path)
+
+
+def test_a_preset_never_overrides_a_stage_field_set_on_the_command_line(tmp_path):
+    import train
+
+    schedule = train.validate(_compose(["debug=smoke", "schedule=two_stage", "schedule.stages.0.epochs=3"],
+                                       tmp_path))[0]
+    assert [s.epochs for s in schedule.stages] == [3, 1]  # stage 0 as the user said, stage 1 from the preset
+    assert [s.lr for s in schedule.stages] == [1.0e-3, 1.0e-3]
+
+
 def _read(path):
     return json.loads(Path(path).read_text())
 
@@ -85,13 +116,14 @@ def _ids_in(path, category):
 def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_crash(tmp_path, monkeypatch):
     """One real run of the smoke preset (SmolLM2-135M), crashed at the start of stage 2, then resumed."""
     import train
+    from gradual_lightning.training.checkpoint import CheckpointError
     from gradual_lightning.training.datamodule import GradualDataModule
 
     out = tmp_path / "run"
     original = GradualDataModule.train_dataloader
 
     def crash_in_stage_2(self):
-        if self.stage_index == 1:
+        if self.partition.stage == 1:
             raise RuntimeError("simulated crash in stage 2")
         return original(self)
 
@@ -108,6 +140,10 @@ def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_cr
     assert after_crash["selected_ids"] == _ids_in(out / "probe/stage1_pool.jsonl", "MaybeKnown")
 
     monkeypatch.setattr(GradualDataModule, "train_dataloader", original)
+    # a resume with settings that decided the earlier stages' results fails, naming them
+    other = out.parent / "other"
+    with pytest.raises(CheckpointError, match=r"other settings of \['probe'\]"):
+        train.run(_compose([*FAST, "probe.match=contains", f"ckpt_path={out}/checkpoints/last.pt"], other), other)
     resumed = out.parent / "resumed"
     metrics = train.run(_compose([*FAST, f"ckpt_path={out}/checkpoints/last.pt"], resumed), resumed)
     # the resumed run trains stage 2 on exactly the partition the crashed run had drawn

@@ -3,6 +3,7 @@
 import copy
 import warnings
 from functools import partial
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -10,7 +11,15 @@ import torch
 from omegaconf import OmegaConf
 
 from gradual_lightning.records import QARecord
-from gradual_lightning.training import CausalLMModule, GradualDataModule, Stage, warmup_lr_scheduler
+from gradual_lightning.training import (
+    CausalLMModule,
+    GradualDataModule,
+    KnowledgeLedger,
+    Stage,
+    collate,
+    encode_qa,
+    warmup_lr_scheduler,
+)
 
 LORA = {"mode": "lora", "r": 4, "alpha": 8, "dropout": 0.0,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
@@ -27,7 +36,7 @@ def _loaded():
     if not _LOADED:
         from gradual_lightning.models import load_model
 
-        _LOADED.append(load_model(OmegaConf.load("conf/model/tiny_random.yaml")))
+        _LOADED.append(load_model(OmegaConf.load(Path(__file__).parents[1] / "conf/model/tiny_random.yaml")))
     return _LOADED[0]
 
 
@@ -47,7 +56,9 @@ def _module(finetune=LORA, lr=1e-2, **kw) -> CausalLMModule:
 def _data(tokenizer, batch_size=3) -> GradualDataModule:
     dm = GradualDataModule(POOL, dev=POOL[:3], batch_size=batch_size, seed=0)
     dm.connect(tokenizer, max_length=32)
-    dm.set_stage(0, Stage(categories=("MaybeKnown",)), CATS)
+    ledger = KnowledgeLedger([r.id for r in POOL])
+    ledger.record_base(CATS, {}, {})
+    dm.set_partition(ledger.select(Stage(categories=("MaybeKnown",))))
     return dm
 
 
@@ -177,3 +188,17 @@ def test_carry_optimizer_state_into_the_next_stage(tokenizer):
         warnings.simplefilter("ignore")
         trainer.fit(module, datamodule=dm)
     assert seen == {"step": 2, "lr": 5e-3}  # moments carried over, new stage's lr
+
+
+def test_a_non_finite_loss_stops_training(tokenizer):
+    module = _module()
+    batch = collate([encode_qa(tokenizer, "Q?", "A")], pad_id=tokenizer.pad_token_id)
+    batch["labels"][:] = -100  # every answer token truncated away: the mean loss over no token is NaN
+    with pytest.raises(FloatingPointError, match="training loss is nan"):
+        module.training_step(batch, 0)
+
+
+def test_max_length_that_would_cut_answers_fails_before_training(tokenizer):
+    dm = GradualDataModule(POOL, dev=POOL[:3], batch_size=3, seed=0)
+    with pytest.raises(ValueError, match=r"max_length=8: \d+ of \d+ pool questions are longer"):
+        dm.connect(tokenizer, max_length=8)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from gradual_lightning.probing.backend import BACKENDS
 from gradual_lightning.probing.matching import MATCH_MODES, NORMALIZER_VERSION
 from gradual_lightning.probing.prompts import EXEMPLAR_SETS, FORMATS
+from gradual_lightning.validation import ConfigError, check_keys, check_types
 
 EXEMPLAR_SOURCES = ("dev", "pool")
 # Settings that change how fast a probe runs but not what it finds: left out of cache keys.
@@ -34,29 +35,34 @@ class ProbeConfig:
     backend: str = "engine"         # engine (prefix-KV cache) | hf (plain generate, the reference)
 
     def __post_init__(self) -> None:
-        choices = {"exemplar_source": EXEMPLAR_SOURCES, "exemplar_sets": EXEMPLAR_SETS, "format": FORMATS,
-                   "match": MATCH_MODES, "backend": BACKENDS}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"probe.{key}={getattr(self, key)!r} is not one of {allowed}")
-        for key in ("num_prompts", "k_shot", "max_new_tokens", "batch_size"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"probe.{key}={getattr(self, key)!r} must be >= 1")
-        if self.num_samples < 0 or self.top_k < 1 or self.temperature <= 0:
-            raise ValueError(
-                f"probe sampling settings invalid: num_samples={self.num_samples} (>= 0), "
-                f"top_k={self.top_k} (>= 1), temperature={self.temperature} (> 0)"
-            )
+        _validate(asdict(self), "probe")
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> ProbeConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - names)
-        if unknown:
-            raise ValueError(f"unknown probe keys {unknown}; known keys: {sorted(names)}")
-        return cls(**dict(cfg))
+    def from_config(cls, cfg: Mapping[str, Any], group: str = "probe", base: ProbeConfig | None = None) -> ProbeConfig:
+        """Settings from a config node; with `base`, the node only overrides some of base's (`reprobe`, `eval`).
+        Errors name `group` and the key."""
+        cfg = dict(cfg)
+        check_keys(cls, cfg, group)
+        values = {**(asdict(base) if base is not None else {}), **cfg}
+        _validate(values, group)
+        return cls(**values)
 
     def cache_key(self) -> dict[str, Any]:
         key = {k: v for k, v in asdict(self).items() if k not in _SPEED_ONLY}
         key["normalizer_version"] = NORMALIZER_VERSION
         return key
+
+
+def _validate(values: Mapping[str, Any], group: str) -> None:
+    check_types(ProbeConfig, values, group)
+    choices = {"exemplar_source": EXEMPLAR_SOURCES, "exemplar_sets": EXEMPLAR_SETS, "format": FORMATS,
+               "match": MATCH_MODES, "backend": BACKENDS}
+    for key, allowed in choices.items():
+        if key in values and values[key] not in allowed:
+            raise ConfigError(f"{group}.{key}={values[key]!r} is not one of {allowed}")
+    for key, low in {"num_prompts": 1, "k_shot": 1, "max_new_tokens": 1, "batch_size": 1, "num_samples": 0,
+                     "top_k": 1}.items():
+        if key in values and values[key] < low:
+            raise ConfigError(f"{group}.{key}={values[key]!r} must be >= {low}")
+    if "temperature" in values and not values["temperature"] > 0:
+        raise ConfigError(f"{group}.temperature={values['temperature']!r} must be > 0")

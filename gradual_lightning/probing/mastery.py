@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradual_lightning.categories import Category
+from gradual_lightning.validation import ConfigError
 
 _EPS = 1e-9
 
 
-class MasteryError(ValueError):
+class MasteryError(ConfigError):
     """Thresholds that cannot define four ordered categories."""
 
 
@@ -31,7 +32,7 @@ class MasteryThresholds:
     def __post_init__(self) -> None:
         for field in ("highly_known", "maybe_known", "weakly_known"):
             value = getattr(self, field)
-            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise MasteryError(f"mastery.{field}={value!r} (preset {self.name!r}) must be a number in [0, 1]")
         if not self.maybe_known < self.highly_known:
             raise MasteryError(

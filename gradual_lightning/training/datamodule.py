@@ -117,6 +117,20 @@ class GradualDataModule(pl.LightningDataModule):
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token first")
         self._datasets = {}
+        if self.max_length is not None:
+            self._check_lengths()
+
+    def _check_lengths(self) -> None:
+        """Fail before training when max_length would cut answers off (the loss would train on a truncated answer,
+        or be NaN with every answer token gone)."""
+        for split, records in (("pool", self.pool), ("dev", self.dev)):
+            lengths = {r.id: len(encode_qa(self.tokenizer, r.question, r.answer)["input_ids"]) for r in records}
+            over = {q: n for q, n in lengths.items() if n > self.max_length}
+            if over:
+                worst = max(over, key=over.get)
+                raise ValueError(f"max_length={self.max_length}: {len(over)} of {len(records)} {split} questions are "
+                                 f"longer with their answer (up to {over[worst]} tokens, e.g. {worst!r}), so training "
+                                 f"would cut their answers off; set max_length={over[worst]} or more")
 
     def _dataset(self, split: str) -> _QADataset:
         if self.tokenizer is None:

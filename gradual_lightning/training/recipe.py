@@ -65,8 +65,11 @@ def run_schedule(schedule: Schedule, module: CausalLMModule, dm: GradualDataModu
             log.warning("stage %d selects nothing to train on: no training, the model is re-probed as it is",
                         stage.index + 1)
 
-        shard = _shard(trainer)
         s = stage.index + 1
+        shard = _shard(trainer)
+        if shard:
+            log.info("stage %d re-probe: rank %d of %d probes its shard of %d pool questions", s, shard["rank"],
+                     shard["world_size"], len(ledger.pool_ids))
         pool = prober.reprobe(module.hf_model, desc=f"stage {s} re-probe pool", **shard)
         correct = prober.test_accuracy(module.hf_model, desc=f"stage {s} test accuracy", **shard)
         trained = partition.trained_ids(stage.epochs, seed=dm.seed, batch_size=dm.batch_size) if partition else set()
