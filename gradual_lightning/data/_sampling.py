@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gradual_lightning.records import DataError
+from gradual_lightning.rng import seeded_rng
 
 T = TypeVar("T")
 
@@ -56,8 +57,8 @@ def positive_int(value, key: str, allow_none: bool = False) -> int | None:
 
 
 def rng_for(seed: int, *salt: object) -> random.Random:
-    """An independent generator per (seed, salt): string seeding is hashed with SHA-512, not PYTHONHASHSEED."""
-    return random.Random(":".join(str(s) for s in (seed, *salt)))
+    """The loaders' generator per (seed, salt)."""
+    return seeded_rng(seed, *salt)
 
 
 def fold(text: str) -> str:

@@ -10,13 +10,12 @@ A question drawn as an exemplar of its own fixed set gets that one exemplar swap
 
 from __future__ import annotations
 
-import hashlib
-import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gradual_lightning.records import DataError, QARecord
+from gradual_lightning.rng import hashed_rng
 
 FORMATS = ("plain", "chat")
 EXEMPLAR_SETS = ("fixed", "random")
@@ -29,11 +28,6 @@ class Prompt:
     prefix: str
     suffix: str
     exemplar_ids: tuple[str, ...]
-
-
-def _rng(seed: int, *keys: str) -> random.Random:
-    digest = hashlib.sha256("|".join([str(seed), *keys]).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 def _by_relation(records: Sequence[QARecord]) -> dict[str, list[QARecord]]:
@@ -64,12 +58,12 @@ def draw_exemplar_sets(
         pool = pools.get(q.relation, [])
         _check_enough(q.relation, len(pool), k + 1)
         if mode == "random":
-            rng = _rng(seed, "random", q.id)
+            rng = hashed_rng(seed, "random", q.id)
             candidates = [e for e in pool if e.id != q.id and e.question != q.question]
             out[q.id] = [tuple(rng.sample(candidates, k)) for _ in range(num_prompts)]
             continue
         if q.relation not in fixed:  # k + 1 per set: the last one is the spare
-            rng = _rng(seed, "fixed", q.relation)
+            rng = hashed_rng(seed, "fixed", q.relation)
             fixed[q.relation] = [rng.sample(pool, k + 1) for _ in range(num_prompts)]
         sets = []
         for drawn in fixed[q.relation]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gradual_lightning.rng import seeded_rng
 from gradual_lightning.training import metrics as M
 from gradual_lightning.training.schedules import Stage
 
@@ -45,7 +45,7 @@ class Partition:
 
         replay_every=epoch: one replay sample per epoch, shuffled in with the selection. replay_every=step: the
         selection is spread over the batches and every batch draws its own replay questions."""
-        rng = random.Random(f"{seed}/{self.stage}/{epoch}")
+        rng = seeded_rng(seed, self.stage, epoch, sep="/")
         b = batch_size
         if self.replay_every == "epoch":
             ids = list(self.selected_ids) + rng.sample(self.replay_pool_ids, self.n_replay)

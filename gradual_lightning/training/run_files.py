@@ -67,4 +67,5 @@ def describe(partition: Partition, stage, num_stages: int) -> str:
     if partition.n_replay:
         line += (f" + {partition.n_replay} replay of {len(partition.replay_pool_ids)} "
                  f"{'/'.join(stage.replay_categories)}, redrawn every {partition.replay_every}")
-    return line + f"; {stage.epochs} epoch{'s' if stage.epochs != 1 else ''} at lr {stage.lr:g}, keep the {stage.keep} epoch"
+    epochs = f"{stage.epochs} epoch{'s' if stage.epochs != 1 else ''}"
+    return line + f"; {epochs} at lr {stage.lr:g}, keep the {stage.keep} epoch"
