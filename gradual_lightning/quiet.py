@@ -15,6 +15,7 @@ _LIGHTNING_LINES = (
     "HPU available:",
     "💡 Tip:",  # an advertisement for a cloud logger
     "`Trainer.fit` stopped: `max_epochs=",  # every stage stops at its epochs, by design
+    "Loading `train_dataloader` to estimate number of stepping batches",  # the lr schedule's length, every stage
 )
 
 
@@ -38,3 +39,5 @@ def quiet_libraries() -> None:
             logger.addFilter(_FILTER)
     # peft's get_peft_model reads `model.is_gradient_checkpointing`, deprecated in transformers 5: peft's to fix.
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # Lightning's own pytree helper uses a torch API torch deprecated: Lightning's to fix, nothing a user can do.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
