@@ -1,4 +1,5 @@
-"""Figures shared by W&B logging and the sweep report: transition heatmaps and knowledge acquired per stage.
+"""Figures shared by W&B logging and the sweep report: transition heatmaps, knowledge acquired per stage, and
+differences against a baseline (forest plot).
 
 Built with matplotlib's object API (`Figure`, no pyplot): no global state, no display backend, safe in workers.
 """
@@ -57,16 +58,38 @@ def knowledge_acquired_figure(series: Mapping[str, Sequence[tuple[float, float, 
     ax = fig.subplots()
     for k, (label, points) in enumerate(series.items()):
         x = [i + 0.06 * (k - (len(series) - 1) / 2) for i in range(len(points))]  # dodge: bars side by side
-        mean = [m for m, _, _ in points]
-        err = [[0.0 if math.isnan(lo) else m - lo for m, lo, _ in points],
-               [0.0 if math.isnan(hi) else hi - m for m, _, hi in points]]
-        ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=label)
+        ax.errorbar(x, [m for m, _, _ in points], yerr=_err(points), marker="o", capsize=3, label=label)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("stage (0 = base model)")
     ax.set_ylabel("knowledge acquired (HighlyKnown - base)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     if series:
         ax.legend(fontsize=8)
+    return fig
+
+
+def _err(points: Sequence[tuple[float, float, float]]) -> list[list[float]]:
+    """Error-bar lengths below and above each (value, low, high); 0 where a bound is unknown (NaN)."""
+    return [[0.0 if math.isnan(lo) else m - lo for m, lo, _ in points],
+            [0.0 if math.isnan(hi) else hi - m for m, _, hi in points]]
+
+
+def differences_figure(labels: Sequence[str], panels: Mapping[str, Mapping[str, tuple[float, float, float]]]) -> Figure:
+    """Forest plot: one panel per metric ({title: {label: (difference, low, high)}}), one row per label (the same
+    rows in every panel; a label a panel lacks is left empty), the difference against the baseline with its
+    interval, and a line at 0 (no difference)."""
+    if not panels or not labels:
+        raise ValueError("no difference to plot")
+    fig = Figure(figsize=(3.4 * len(panels) + 1.6, 0.45 * len(labels) + 1.3), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True).ravel()
+    for ax, (title, rows) in zip(axes, panels.items()):
+        shown = [(i, rows[label]) for i, label in enumerate(labels) if label in rows]
+        points = [p for _, p in shown]
+        ax.errorbar([m for m, _, _ in points], [i for i, _ in shown], xerr=_err(points), fmt="o", capsize=3)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(title, fontsize=9)
+    axes[0].set_yticks(range(len(labels)), labels, fontsize=8)
+    axes[0].set_ylim(len(labels) - 0.5, -0.5)  # first label on top
     return fig
 
 

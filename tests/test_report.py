@@ -113,7 +113,7 @@ def test_markdown_lists_the_failed_job_with_its_error_and_the_plots(sweep):
     for name in ("knowledge_acquired.png", "transitions_final.png"):
         assert (sweep / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {p.name for p in report.files} == {"report.md", "report.csv", "knowledge_acquired.png",
-                                              "transitions_final.png"}
+                                              "transitions_final.png", "paired_differences.png"}
     assert json.loads((sweep / "5_job" / "failed.json").read_text())["traceback"].startswith("Traceback")
 
 

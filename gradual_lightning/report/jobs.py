@@ -1,5 +1,6 @@
 """The job side of a sweep: what a job leaves in its dir (`failed.json` when it raised) and how the report reads
-a job dir back (`.hydra/*.yaml`, `metrics.json`, `failed.json`) into a `Job`."""
+a job dir back (`.hydra/*.yaml`, `metrics.json`, `failed.json`) into a `Job`; for paired comparisons, on demand,
+the per-question test outcomes (`probe/`) and the data fingerprint (`metrics.json` run, else `run.json`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import yaml
 from gradual_lightning.categories import CATEGORIES
 from gradual_lightning.io import write_json
 
-METRICS_FILE, FAILED_FILE = "metrics.json", "failed.json"
+METRICS_FILE, FAILED_FILE, RUN_FILE = "metrics.json", "failed.json", "run.json"
+TEST_CORRECT_FILE, BASE_TEST_FILE = "probe/test_correct.json", "probe/stage0_test.jsonl"
 # What the report reads of metrics.json: numbers of the final model, and lists with one number per stage.
 SCALARS = ("test_accuracy", "retention", "incremental_gain")
 PER_STAGE = ("knowledge_acquired", "knowledge_acquired_untrained")
@@ -196,3 +198,35 @@ def find_jobs(sweep_dir: str | Path) -> list[Job]:
     dirs = sorted({p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra"})
     jobs = [read_job(d) for d in dirs]
     return sorted(jobs, key=lambda j: (j.num is None, j.num if j.num is not None else 0, str(j.dir)))
+
+
+@dataclass
+class TestOutcomes:
+    """What a finished job says per test question: is the final model right, and the base model's category."""
+
+    correct: dict[str, bool]
+    base_category: dict[str, str]
+
+
+def read_test_outcomes(job: Job) -> TestOutcomes:
+    """The final entry of `probe/test_correct.json` (one {id: bool} per stage, 0 = base) and the categories of
+    `probe/stage0_test.jsonl`. Raises ValueError (the file and what is wrong with it) when they cannot be read."""
+    stages = _load(job.dir, TEST_CORRECT_FILE, json.load)
+    if not isinstance(stages, list) or not stages or not all(
+            isinstance(s, dict) and all(isinstance(v, bool) for v in s.values()) for s in stages):
+        raise _Unreadable(TEST_CORRECT_FILE, "expected a non-empty list of {question id: true/false}")
+    rows = _load(job.dir, BASE_TEST_FILE, lambda f: [json.loads(line) for line in f if line.strip()])
+    if not all(isinstance(r, dict) and isinstance(r.get("id"), str) and r.get("category") in CATEGORIES for r in rows):
+        raise _Unreadable(BASE_TEST_FILE, f"expected one {{id, category}} per line, category one of {list(CATEGORIES)}")
+    return TestOutcomes(dict(stages[-1]), {r["id"]: r["category"] for r in rows})
+
+
+def data_fingerprint(job: Job) -> str | None:
+    """The fingerprint of the job's data split: metrics.json's `run`, else run.json's; None where neither says."""
+    fingerprint = (job.metrics or {}).get("run", {}).get("data_fingerprint")
+    if fingerprint is None and (job.dir / RUN_FILE).exists():
+        try:
+            fingerprint = _get(_load(job.dir, RUN_FILE, json.load), RUN_FILE, "data_fingerprint")
+        except _Unreadable:
+            return None
+    return None if fingerprint is None else str(fingerprint)

@@ -1,5 +1,6 @@
-"""What the report looks like: report.md (tables per group, failed and unreadable jobs, plots), report.csv (one
-row per group, metric and stage) and the PNGs. Pure text from groups, except `write_plots`, which saves the figures."""
+"""What the report looks like: report.md (tables per group, paired comparisons with the baseline, failed and
+unreadable jobs, plots), report.csv (one row per group, metric and stage, then one per group and difference with the
+baseline) and the PNGs. Pure text from groups and comparisons, except `write_plots`, which saves the figures."""
 
 from __future__ import annotations
 
@@ -9,18 +10,29 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from gradual_lightning.categories import CATEGORIES
+from gradual_lightning.report.compare import ACCURACIES, Comparison, Difference
 from gradual_lightning.report.jobs import PER_STAGE, SCALARS, Job
 from gradual_lightning.report.stats import Group, Stat, common_overrides
 
-CSV_COLUMNS = ("group", "metric", "stage", "n", "mean", "ci_low", "ci_high", "n_failed")
-PLOTS = ("knowledge_acquired.png", "transitions_final.png")
+# Difference rows (metric "diff_<metric>") fill the columns after n_failed; "mean" is the difference, "n" the seeds.
+CSV_COLUMNS = ("group", "metric", "stage", "n", "mean", "ci_low", "ci_high", "n_failed", "baseline", "method",
+               "n_questions", "p_value", "p_per_seed", "detectable", "only_baseline_right", "only_group_right")
+PLOTS = ("knowledge_acquired.png", "transitions_final.png", "paired_differences.png")
+# What the forest plot shows, with panel titles.
+FOREST = {"test_accuracy": "test accuracy", "retention": "retention (base HighlyKnown)",
+          "knowledge_acquired_trained": "acquired, trained", "knowledge_acquired_untrained": "acquired, never trained"}
 
 
 def _num(x: float) -> str:
     return "" if math.isnan(x) else f"{x:.6g}"
 
 
-def csv_text(groups: Sequence[Group]) -> str:
+def _opt(x: float | None) -> str:
+    return "" if x is None else _num(x)
+
+
+def csv_text(groups: Sequence[Group], comparisons: Sequence[Comparison] = ()) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -28,7 +40,14 @@ def csv_text(groups: Sequence[Group]) -> str:
         rows = [(m, "", g.scalar(m)) for m in SCALARS]
         rows += [(m, i, st) for m in PER_STAGE for i, st in enumerate(g.per_stage(m))]
         for metric, stage, st in rows:
-            w.writerow([g.name, metric, stage, st.n, _num(st.mean), _num(st.low), _num(st.high), len(g.failed)])
+            row = [g.name, metric, stage, st.n, _num(st.mean), _num(st.low), _num(st.high), len(g.failed)]
+            w.writerow(row + [""] * (len(CSV_COLUMNS) - len(row)))
+    for c in comparisons:
+        for d in c.differences:
+            b, o = d.discordant or ("", "")
+            w.writerow([c.group.name, f"diff_{d.metric}", "", d.n_seeds, _num(d.diff), _num(d.low), _num(d.high),
+                        len(c.group.failed), c.baseline.name, d.method, d.n_questions or "", _opt(d.p_value),
+                        ";".join(f"{s}:{_num(p)}" for s, p in d.p_per_seed.items()), _opt(d.detectable), b, o])
     return buf.getvalue()
 
 
@@ -44,7 +63,61 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group], plots: Sequence[str]) -> str:
+def _diff_cell(d: Difference | None) -> str:
+    if d is None:
+        return "-"
+    digits = 3 if d.metric in ACCURACIES else 1
+    if math.isnan(d.low):
+        return f"{d.diff:+.{digits}f}"
+    return f"{d.diff:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]"
+
+
+def _pairing(c: Comparison) -> str:
+    if c.paired:
+        return f"paired, seeds {', '.join(map(str, c.paired_seeds))}"
+    return f"**unpaired** ({len(c.baseline.finished)} vs {len(c.group.finished)} seeds)"
+
+
+def paired_section(comparisons: Sequence[Comparison]) -> list[str]:
+    """The "Paired comparisons" section of report.md: every group minus the baseline, on the seeds both ran."""
+    if not comparisons:
+        return []
+    base = comparisons[0].baseline
+    lines = ["", "## Paired comparisons", "",
+             f"Each group minus the baseline `{_md_escape(base.label)}` (`--baseline`, `report.baseline`), on the "
+             "seeds both ran. Paired where the two jobs of a seed share the data split (same `data_fingerprint`): "
+             "per test question, pooled over seeds, 95% interval from a stratified bootstrap (2000 resamples of the "
+             "questions within each seed); p: exact McNemar test on the discordant questions summed over seeds "
+             "(per-seed p in report.csv); discordant: questions only the baseline / only the group answers right; "
+             "detectable: the difference these questions find with 80% power at alpha 0.05, "
+             "2.80 * sqrt(discordant share / questions) (none without discordant questions; with few, trust p over "
+             "the interval). Knowledge acquired (pool, final stage; trained and never "
+             "trained questions): per-seed differences, Student t interval. **unpaired**: no seed shares the split; "
+             "difference of the means across seeds, Welch interval (see the notes).", "",
+             "| group | pairing | test accuracy diff | McNemar p | discordant | questions (all seeds) | detectable |",
+             "|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        d = c.get("test_accuracy")
+        cells = ["-"] * 4
+        if d is not None and d.p_value is not None:  # paired per question
+            cells = [f"{d.p_value:.3g}", f"{d.discordant[0]} / {d.discordant[1]}", str(d.n_questions),
+                     "-" if math.isnan(d.detectable) else f"{d.detectable:.3f}"]
+        lines.append(f"| {_md_escape(c.group.label)} | {_pairing(c)} | {_diff_cell(d)} | " + " | ".join(cells) + " |")
+    others = [m for m in ACCURACIES if m != "test_accuracy"]
+    heads = ["retention diff (base HighlyKnown)"] + [f"{c} diff" for c in CATEGORIES[1:]]
+    lines += ["", "| group | pairing | " + " | ".join(heads) + " | acquired, trained | acquired, never trained |",
+              "|---" * (len(heads) + 4) + "|"]
+    for c in comparisons:
+        cells = [_diff_cell(c.get(m)) for m in (*others, "knowledge_acquired_trained", "knowledge_acquired_untrained")]
+        lines.append(f"| {_md_escape(c.group.label)} | {_pairing(c)} | " + " | ".join(cells) + " |")
+    notes = [f"- {_md_escape(c.group.label)}: {_md_escape(n)}" for c in comparisons for n in c.notes]
+    if notes:
+        lines += ["", "Seeds not paired:", "", *notes]
+    return lines
+
+
+def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group], plots: Sequence[str],
+                  comparisons: Sequence[Comparison] = ()) -> str:
     failed = [j for j in jobs if not j.ok and not j.unreadable]
     unreadable = [j for j in jobs if j.unreadable]
     common = common_overrides(groups)
@@ -72,6 +145,7 @@ def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group],
                       "|---" * (width + 1) + "|"]
             lines += ["| " + " | ".join([_md_escape(label), *(_cell(s, 1) for s in st), *["-"] * (width - len(st))])
                       + " |" for label, st in stats.items()]
+    lines += paired_section(comparisons)
     if failed:
         lines += ["", "## Failed jobs", "", "| job | overrides | error |", "|---|---|---|"]
         lines += [f"| `{j.dir.relative_to(sweep_dir)}` | {_md_escape(' '.join(j.overrides))} "
@@ -85,9 +159,9 @@ def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group],
     return "\n".join(lines) + "\n"
 
 
-def write_plots(out_dir: Path, groups: Sequence[Group]) -> list[str]:
+def write_plots(out_dir: Path, groups: Sequence[Group], comparisons: Sequence[Comparison] = ()) -> list[str]:
     """Save the plots of the groups that have a finished job into `out_dir`; their file names, for report.md."""
-    from gradual_lightning.plots import knowledge_acquired_figure, save_png, transitions_figure
+    from gradual_lightning.plots import differences_figure, knowledge_acquired_figure, save_png, transitions_figure
 
     done = [g for g in groups if g.finished]
     if not done:
@@ -100,4 +174,12 @@ def write_plots(out_dir: Path, groups: Sequence[Group]) -> list[str]:
     if mats:
         save_png(transitions_figure(mats), out_dir / PLOTS[1])
         written.append(PLOTS[1])
+    labels = [c.group.label + ("" if c.paired else " (unpaired)") for c in comparisons]
+    panels = {f"{title}\nminus {comparisons[0].baseline.label}": {
+        label: (d.diff, d.low, d.high) for label, c in zip(labels, comparisons) if (d := c.get(metric))}
+        for metric, title in FOREST.items()} if comparisons else {}
+    panels = {title: rows for title, rows in panels.items() if rows}
+    if panels:
+        save_png(differences_figure(labels, panels), out_dir / PLOTS[2])
+        written.append(PLOTS[2])
     return written
