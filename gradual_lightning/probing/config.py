@@ -12,6 +12,9 @@ from gradual_lightning.probing.prompts import EXEMPLAR_SETS, FORMATS
 from gradual_lightning.validation import ConfigError, check_keys, check_types
 
 EXEMPLAR_SOURCES = ("dev", "pool")
+# generate: decode greedy answers and samples (SliCK as published). score: greedy correctness and sample
+# probabilities by teacher forcing (runner.py, scoring.py). hybrid: greedy answers decoded, sampling scored.
+METHODS = ("generate", "score", "hybrid")
 # Settings that change how fast a probe runs but not what it finds: left out of cache keys.
 _SPEED_ONLY = ("batch_size",)
 
@@ -33,6 +36,7 @@ class ProbeConfig:
     match: str = "exact"           # exact (SliCK) | contains (reference code)
     seed: int = 0
     backend: str = "engine"         # engine (prefix-KV cache) | hf (plain generate, the reference)
+    method: str = "generate"        # generate (decode, SliCK) | score (teacher forcing) | hybrid (decoded greedy)
 
     def __post_init__(self) -> None:
         _validate(asdict(self), "probe")
@@ -49,6 +53,8 @@ class ProbeConfig:
 
     def cache_key(self) -> dict[str, Any]:
         key = {k: v for k, v in asdict(self).items() if k not in _SPEED_ONLY}
+        if key["method"] == "generate":  # the default: keys (and cache entries) from before the field still hold
+            del key["method"]
         key["normalizer_version"] = NORMALIZER_VERSION
         return key
 
@@ -56,7 +62,7 @@ class ProbeConfig:
 def _validate(values: Mapping[str, Any], group: str) -> None:
     check_types(ProbeConfig, values, group)
     choices = {"exemplar_source": EXEMPLAR_SOURCES, "exemplar_sets": EXEMPLAR_SETS, "format": FORMATS,
-               "match": MATCH_MODES, "backend": BACKENDS}
+               "match": MATCH_MODES, "backend": BACKENDS, "method": METHODS}
     for key, allowed in choices.items():
         if key in values and values[key] not in allowed:
             raise ConfigError(f"{group}.{key}={values[key]!r} is not one of {allowed}")
@@ -66,3 +72,6 @@ def _validate(values: Mapping[str, Any], group: str) -> None:
             raise ConfigError(f"{group}.{key}={values[key]!r} must be >= {low}")
     if "temperature" in values and not values["temperature"] > 0:
         raise ConfigError(f"{group}.temperature={values['temperature']!r} must be > 0")
+    if values.get("method", "generate") != "generate" and values.get("match", "exact") != "exact":
+        raise ConfigError(f"{group}.method={values['method']!r} scores exact answers only (the aliases' own "
+                          f"token paths); {group}.match={values['match']!r} needs {group}.method='generate'")
