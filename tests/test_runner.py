@@ -138,7 +138,7 @@ def test_unwritable_or_unreadable_cache_entry_warns_and_keeps_the_results(tmp_pa
 
 
 def test_probe_config_rejects_unknown_keys_and_bad_values():
-    with pytest.raises(ValueError, match="unknown probe keys \\['num_promts'\\]"):
+    with pytest.raises(ValueError, match="probe: unknown key\\(s\\) \\['num_promts'\\]"):
         ProbeConfig.from_config({"num_promts": 3})
     with pytest.raises(ValueError, match="probe.match='regex'"):
         ProbeConfig(match="regex")

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 
 def accuracy_config(probe_cfg: ProbeConfig) -> ProbeConfig:
-    """The probe config of an accuracy check: one fixed prompt per question, greedy only."""
-    return replace(probe_cfg, num_prompts=1, num_samples=0, exemplar_sets="fixed")
+    """The probe config of an accuracy check: one fixed prompt per question, greedy answers decoded (exact match on
+    generated text, whatever method the probes use)."""
+    return replace(probe_cfg, num_prompts=1, num_samples=0, exemplar_sets="fixed", method="generate")
 
 
 def probe_questions(model, tokenizer, questions: Sequence[QARecord], exemplar_source: Sequence[QARecord],
