@@ -83,6 +83,24 @@ def _finish_wandb(exit_code: int) -> None:
     wandb.finish(exit_code=exit_code)
 
 
+def objective(metrics: dict, key: str | None) -> float | None:
+    """The value main() hands a sweeper: `metrics[key]` (`cfg.optimized_metric`), a dev metric, never a test one
+    (selecting on test would leave no unbiased test number). None when no key is set."""
+    if key is None:
+        return None
+    if key.startswith("test"):
+        raise ValueError(f"optimized_metric={key!r} is a test metric: a sweeper must optimise a dev metric "
+                         "(optimized_metric=dev_accuracy); test numbers are for the final report only")
+    value = metrics.get(key)
+    if value is None and key == "dev_accuracy":  # the final stage's, until run() reports it at the top level
+        stages = metrics.get("stages") or [{}]
+        value = stages[-1].get("dev_accuracy")
+    if value is None:
+        raise ValueError(f"optimized_metric={key!r}: this run's metrics have no such value "
+                       f"(top-level keys: {', '.join(sorted(metrics))})")
+    return value
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY") else "offline")
@@ -103,7 +121,7 @@ def main(cfg: DictConfig) -> float | None:
         return None
     finally:
         _finish_wandb(exit_code)
-    return metrics.get("test_accuracy")
+    return objective(metrics, cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":
