@@ -93,9 +93,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
     for lg in loggers:
         lg.log_hyperparams(record["config"])
-    callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
 
     def make_trainer(stage, stage_callbacks):
+        callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []  # fresh per stage
         # reload_dataloaders_every_n_epochs=1: each epoch's plan (and replay draw) is made afresh; the DataModule
         # shards its own epoch plan under DDP, so Lightning must not add a sampler. Neither is left to the config.
         return instantiate(cfg.trainer, max_epochs=stage.epochs, callbacks=[*stage_callbacks, *callbacks],
