@@ -53,7 +53,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         write_json(out_dir / "run.json", record)
     module = instantiate(cfg.train_module, model=lm.model, tokenizer=lm.tokenizer,
                          finetune=OmegaConf.to_container(cfg.finetune, resolve=True))
-    dm = instantiate(cfg.datamodule, pool=data.train, dev=data.dev, test=data.test)
+    dm = instantiate(cfg.datamodule, _partial_=True)(pool=data.train, dev=data.dev, test=data.test)  # records as is
     dm.connect(lm.tokenizer, max_length=cfg.max_length)
     loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
     for lg in loggers:
