@@ -11,7 +11,8 @@ and writes into the sweep dir:
 - report.csv: one row per group, metric and stage: n (seeds with a value), mean, ci_low, ci_high, n_failed;
 - knowledge_acquired.png and transitions_final.png (final-stage transition matrix, mean over seeds, per group).
 
-A job that raised leaves `failed.json` (written by train.py in a multirun, so the sweep goes on); a job dir with
+A job that raised leaves `failed.json` (written by train.py in a multirun, so the sweep goes on), and so does a job
+stopped by SIGTERM (`"terminated": true`, with the stage it stopped in: listed as terminated); a job dir with
 neither file did not finish (killed, or still running) and is listed as such. A job dir with a file the report
 cannot parse, or of the wrong shape, is listed as unreadable with the reason and left out of the tables: one broken
 dir does not stop the report of the others.
