@@ -12,10 +12,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
-from gradual_lightning import tracking  # also registers ${gl.wandb_group:}
+from gradual_lightning import lifecycle, tracking  # tracking also registers ${gl.wandb_group:}
 from gradual_lightning.data import load_data
 from gradual_lightning.io import write_json
 from gradual_lightning.models import load_model
@@ -161,22 +161,74 @@ def main(cfg: DictConfig) -> float | None:
     os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY") else "offline")
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
-    (out_dir / FAILED_FILE).unlink(missing_ok=True)  # from an earlier attempt in this dir
+    multirun = hc.mode == RunMode.MULTIRUN
+    main_process = rank_zero_only.rank == 0
     exit_code = 1
-    try:
-        metrics = run(cfg, out_dir)
-        exit_code = 0
-    except Exception as e:
-        if hc.mode != RunMode.MULTIRUN:
-            raise
-        # In a sweep a failed job must not stop the others or the report (Hydra's launchers would abort the sweep):
-        # record the error in the job dir, where the sweep report finds it, and carry on.
-        record_failure(out_dir, e)
-        log.exception("job %s failed; the sweep goes on (error in %s)", hc.job.num, out_dir / FAILED_FILE)
-        return None
-    finally:
-        _finish_wandb(exit_code)
+    with lifecycle.sigterm_raises():  # SIGTERM ends the run with status 143 and a record, wherever it is
+        try:
+            _prepare_run_dir(cfg, out_dir, main_process)
+            metrics = run(cfg, out_dir)
+            exit_code = 0
+        except (SystemExit, KeyboardInterrupt) as e:
+            _interrupted(e, hc, out_dir, multirun, main_process)
+            terminated = lifecycle.as_terminated(e)
+            if terminated is None or terminated is e:
+                raise
+            raise terminated from e  # Lightning's SIGTERMException (exit status 0) as ours (143)
+        except Exception as e:
+            if isinstance(e, lifecycle.CheckpointSaveError) and main_process:
+                written = lifecycle.write_partial_metrics(out_dir, e)
+                log.error("%s; the finished stages' results are in %s", e, written or out_dir / "probe")
+            if not multirun:
+                raise
+            # In a sweep a failed job must not stop the others or the report (Hydra's launchers would abort the
+            # sweep): record the error in the job dir, where the sweep report finds it, and carry on.
+            record_failure(out_dir, e)
+            log.exception("job %s failed; the sweep goes on (error in %s)", hc.job.num, out_dir / FAILED_FILE)
+            return None
+        finally:
+            _finish_wandb(exit_code)
     return objective(metrics, cfg.get("optimized_metric"))
+
+
+def _prepare_run_dir(cfg: DictConfig, out_dir: Path, main_process: bool) -> None:
+    """Refuse a run dir holding another run's results, or set up the resume (lifecycle.prepare_run_dir); cfg's
+    ckpt_path becomes the checkpoint the run resumes from (resume=auto finds it), as run.json records it. Under
+    DDP the other ranks start (at the first fit) in rank 0's run dir: they only find the same checkpoint."""
+    if main_process:
+        ckpt_path = lifecycle.prepare_run_dir(out_dir, ckpt_path=cfg.get("ckpt_path"), resume=cfg.get("resume"),
+                                              overwrite=bool(cfg.get("overwrite")))
+        (out_dir / FAILED_FILE).unlink(missing_ok=True)  # from an earlier attempt in this dir
+    else:
+        ckpt_path = lifecycle.auto_checkpoint(out_dir, cfg.get("ckpt_path"), cfg.get("resume"))
+    if ckpt_path != cfg.get("ckpt_path"):
+        log.info("resume=auto: resuming from %s", ckpt_path)
+        with open_dict(cfg):
+            cfg.ckpt_path = ckpt_path
+
+
+def _interrupted(e: BaseException, hc, out_dir: Path, multirun: bool, main_process: bool) -> None:
+    """A run stopped by SIGTERM (or another SystemExit / Ctrl-C): failed.json says where. A sweep that runs its jobs
+    in this process (the basic launcher) stops too, its later jobs unstarted: the report is written now, listing
+    the job as terminated, and the process exits 143."""
+    terminated = lifecycle.as_terminated(e)
+    if not main_process or (isinstance(e, SystemExit) and not terminated and e.code in (0, None)):
+        return
+    try:
+        lifecycle.record_interruption(out_dir, terminated or e)
+    except OSError:  # the run stops all the same
+        log.exception("could not write %s", out_dir / FAILED_FILE)
+    if multirun and terminated and hc.launcher.get("_target_", "").endswith("BasicLauncher"):
+        from gradual_lightning.report import write_report
+
+        sweep_dir = Path(str(hc.sweep.dir))
+        try:
+            report = write_report(sweep_dir)
+            log.error("sweep terminated during job %s; the jobs after it were not started; report: %s",
+                      hc.job.num, report.files[0])
+        except Exception:
+            log.exception("sweep terminated during job %s; the report failed, retry with: python -m "
+                          "gradual_lightning.report %s", hc.job.num, sweep_dir)
 
 
 if __name__ == "__main__":

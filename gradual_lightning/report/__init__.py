@@ -20,7 +20,8 @@ split, so they are compared per test question (stratified bootstrap interval, ex
 fingerprints differ, unpaired (Welch), and the table says so. The baseline is `--baseline 'schedule=one_stage'`
 (`report.baseline` in the Hydra config), by default the first group.
 
-A job that raised leaves `failed.json` (written by train.py in a multirun, so the sweep goes on); a job dir with
+A job that raised leaves `failed.json` (written by train.py in a multirun, so the sweep goes on), and so does a job
+stopped by SIGTERM (`"terminated": true`, with the stage it stopped in: listed as terminated); a job dir with
 neither file did not finish (killed, or still running) and is listed as such. A job dir with a file the report
 cannot parse, or of the wrong shape, is listed as unreadable with the reason and left out of the tables: one broken
 dir does not stop the report of the others.

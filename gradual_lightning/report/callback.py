@@ -41,7 +41,9 @@ class SweepReportCallback(Callback):
             return
         log.info("sweep report: %s", report.files[0])
         if report.failed:
-            log.error("%d of %d jobs failed (see %s):\n%s", len(report.failed), len(report.jobs), report.files[0],
+            n_term = sum(j.terminated for j in report.failed)
+            log.error("%d of %d jobs failed%s (see %s):\n%s", len(report.failed), len(report.jobs),
+                      f", {n_term} of them terminated" if n_term else "", report.files[0],
                       "\n".join(f"  {j.dir}: {j.error}" for j in report.failed))
             if self.fail_on_job_error:
                 sys.exit(1)

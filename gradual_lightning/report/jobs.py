@@ -1,6 +1,7 @@
-"""The job side of a sweep: what a job leaves in its dir (`failed.json` when it raised) and how the report reads
-a job dir back (`.hydra/*.yaml`, `metrics.json`, `failed.json`) into a `Job`; for paired comparisons, on demand,
-the per-question test outcomes (`probe/`) and the data fingerprint (`metrics.json` run, else `run.json`)."""
+"""The job side of a sweep: what a job leaves in its dir (`failed.json` when it raised, or when it was terminated:
+then with `"terminated": true`) and how the report reads a job dir back (`.hydra/*.yaml`, `metrics.json`,
+`failed.json`) into a `Job`; for paired comparisons, on demand, the per-question test outcomes (`probe/`) and the
+data fingerprint (`metrics.json` run, else `run.json`)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class Job:
     metrics: dict | None = None
     error: str | None = None  # set when the job failed or did not finish, or why its dir is unreadable
     unreadable: bool = False  # a file of its dir could not be read: the job belongs to no group
+    terminated: bool = False  # stopped by a signal (SIGTERM): its failed.json says where (gradual_lightning.lifecycle)
 
     @property
     def ok(self) -> bool:
@@ -177,6 +179,7 @@ def _read_outcome(job: Job) -> None:
             if not isinstance(failure, dict):
                 raise _Unreadable(FAILED_FILE, f"expected a JSON object, got {_kind(failure)}")
             job.error = str(failure.get("error", "failed (no message)"))
+            job.terminated = failure.get("terminated") is True
         except _Unreadable as e:
             job.error = f"failed ({e})"
     elif (job.dir / METRICS_FILE).exists():

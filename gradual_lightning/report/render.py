@@ -123,6 +123,7 @@ def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group],
     common = common_overrides(groups)
     lines = [f"# Sweep report: `{sweep_dir}`", "",
              f"{len(jobs)} jobs: {sum(j.ok for j in jobs)} finished, {len(failed)} failed or unfinished"
+             + (f" ({n_term} terminated by a signal)" if (n_term := sum(j.terminated for j in failed)) else "")
              + (f", {len(unreadable)} unreadable" if unreadable else "") + ". Cells: mean "
              "[95% CI, Student t] across seeds (no interval with one seed; accuracies' intervals clipped to [0, 1]); "
              "knowledge acquired = HighlyKnown questions of the pool after the stage minus before training."

@@ -18,6 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from gradual_lightning.lifecycle import CheckpointSaveError
 from gradual_lightning.probing.prober import Prober
 from gradual_lightning.training import checkpoint, run_files
 from gradual_lightning.training.callbacks import DevAccuracyCallback
@@ -81,7 +82,10 @@ def run_schedule(schedule: Schedule, module: CausalLMModule, dm: GradualDataModu
         run_files.log_stage(loggers, ledger, rows)
         stage_states.append(module.trainable_state())
         if trainer.is_global_zero:
-            checkpoint.save(ckpt_file, ledger, stage_states, identity)
+            try:
+                checkpoint.save(ckpt_file, ledger, stage_states, identity)
+            except OSError as e:  # disk full: the finished stages' results still reach metrics.json (train.py)
+                raise CheckpointSaveError(e, ledger.metrics(), stage=s) from e
     return ledger.metrics()
 
 
