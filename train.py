@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
-from gradual_lightning import lifecycle, tracking  # tracking also registers ${gl.wandb_group:}
+from gradual_lightning import lifecycle, run_dir, tracking  # tracking also registers ${gl.wandb_group:}
 from gradual_lightning.data import load_data
 from gradual_lightning.io import write_json
 from gradual_lightning.models import load_model
@@ -192,15 +192,15 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def _prepare_run_dir(cfg: DictConfig, out_dir: Path, main_process: bool) -> None:
-    """Refuse a run dir holding another run's results, or set up the resume (lifecycle.prepare_run_dir); cfg's
+    """Refuse a run dir holding another run's results, or set up the resume (run_dir.prepare_run_dir); cfg's
     ckpt_path becomes the checkpoint the run resumes from (resume=auto finds it), as run.json records it. Under
     DDP the other ranks start (at the first fit) in rank 0's run dir: they only find the same checkpoint."""
     if main_process:
-        ckpt_path = lifecycle.prepare_run_dir(out_dir, ckpt_path=cfg.get("ckpt_path"), resume=cfg.get("resume"),
+        ckpt_path = run_dir.prepare_run_dir(out_dir, ckpt_path=cfg.get("ckpt_path"), resume=cfg.get("resume"),
                                               overwrite=bool(cfg.get("overwrite")))
         (out_dir / FAILED_FILE).unlink(missing_ok=True)  # from an earlier attempt in this dir
     else:
-        ckpt_path = lifecycle.auto_checkpoint(out_dir, cfg.get("ckpt_path"), cfg.get("resume"))
+        ckpt_path = run_dir.auto_checkpoint(out_dir, cfg.get("ckpt_path"), cfg.get("resume"))
     if ckpt_path != cfg.get("ckpt_path"):
         log.info("resume=auto: resuming from %s", ckpt_path)
         with open_dict(cfg):

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradual_lightning import lifecycle
-from gradual_lightning.lifecycle import CheckpointSaveError, RunDirError, Terminated
+from gradual_lightning import lifecycle, run_dir
+from gradual_lightning.lifecycle import CheckpointSaveError, Terminated
+from gradual_lightning.run_dir import RunDirError
 from gradual_lightning.report import read_job
 from gradual_lightning.report.render import markdown_text
 
@@ -147,23 +148,23 @@ def _finished_run(run: Path, stages: int = 2) -> Path:
 
 def test_a_fresh_dir_and_a_hydra_job_dir_are_accepted(tmp_path):
     _touch(tmp_path, ".hydra/config.yaml", "train.log")  # what Hydra writes before the run starts
-    assert lifecycle.prepare_run_dir(tmp_path, ckpt_path=None) is None
-    assert lifecycle.prepare_run_dir(tmp_path / "new", ckpt_path=None, resume="auto") is None
+    assert run_dir.prepare_run_dir(tmp_path, ckpt_path=None) is None
+    assert run_dir.prepare_run_dir(tmp_path / "new", ckpt_path=None, resume="auto") is None
 
 
 def test_a_dir_with_results_is_refused_naming_the_dir_and_both_ways_out(tmp_path):
     run = _finished_run(tmp_path / "run")
     with pytest.raises(RunDirError) as info:
-        lifecycle.prepare_run_dir(run, ckpt_path=None)
+        run_dir.prepare_run_dir(run, ckpt_path=None)
     msg = str(info.value)
     assert str(run) in msg and "resume=auto" in msg and "overwrite=true" in msg and "ckpt_path=" in msg
     assert (run / "metrics.json").exists()  # nothing touched
     with pytest.raises(RunDirError, match="expected false or auto"):
-        lifecycle.prepare_run_dir(run, ckpt_path=None, resume="yes")
+        run_dir.prepare_run_dir(run, ckpt_path=None, resume="yes")
     with pytest.raises(RunDirError, match="contradict"):
-        lifecycle.prepare_run_dir(run, ckpt_path=None, resume="auto", overwrite=True)
+        run_dir.prepare_run_dir(run, ckpt_path=None, resume="auto", overwrite=True)
     with pytest.raises(RunDirError, match="would delete ckpt_path"):
-        lifecycle.prepare_run_dir(run, ckpt_path=str(run / "checkpoints/last.pt"), overwrite=True)
+        run_dir.prepare_run_dir(run, ckpt_path=str(run / "checkpoints/last.pt"), overwrite=True)
 
 
 def test_overwrite_clears_the_old_results_only_and_empties_this_jobs_log(tmp_path):
@@ -174,7 +175,7 @@ def test_overwrite_clears_the_old_results_only_and_empties_this_jobs_log(tmp_pat
     handler = logging.FileHandler(log_file)
     logging.getLogger().addHandler(handler)
     try:
-        assert lifecycle.prepare_run_dir(run, ckpt_path=None, overwrite=True) is None
+        assert run_dir.prepare_run_dir(run, ckpt_path=None, overwrite=True) is None
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -188,25 +189,25 @@ def test_resume_auto_continues_from_the_dirs_checkpoint_and_drops_later_files(tm
     (run / "probe/stage2_pool.jsonl").unlink()
     (run / "metrics.json").unlink()
     with pytest.raises(RunDirError):
-        lifecycle.prepare_run_dir(run, ckpt_path=None)
-    ckpt = lifecycle.prepare_run_dir(run, ckpt_path=None, resume="auto")
+        run_dir.prepare_run_dir(run, ckpt_path=None)
+    ckpt = run_dir.prepare_run_dir(run, ckpt_path=None, resume="auto")
     assert ckpt == str(run / "checkpoints/last.pt")
     assert not (run / "probe/stage2_selected.json").exists() and (run / "probe/stage1_pool.jsonl").exists()
     # its own checkpoint wins over a ckpt_path a requeued job still names
     other = _checkpoint(tmp_path / "other/checkpoints/last.pt", 1)
-    assert lifecycle.prepare_run_dir(run, ckpt_path=str(other), resume="auto") == ckpt
-    assert lifecycle.auto_checkpoint(run, str(other), "auto") == ckpt
-    assert lifecycle.auto_checkpoint(run, str(other), False) == str(other)
+    assert run_dir.prepare_run_dir(run, ckpt_path=str(other), resume="auto") == ckpt
+    assert run_dir.auto_checkpoint(run, str(other), "auto") == ckpt
+    assert run_dir.auto_checkpoint(run, str(other), False) == str(other)
 
 
 def test_resume_auto_without_a_checkpoint_starts_afresh_unless_the_run_finished(tmp_path):
     run = tmp_path / "run"
     _touch(run, "run.json", "probe/stage0_pool.jsonl", "probe/stage1_selected.json")  # killed in stage 1
-    assert lifecycle.prepare_run_dir(run, ckpt_path=None, resume="auto") is None
+    assert run_dir.prepare_run_dir(run, ckpt_path=None, resume="auto") is None
     assert not (run / "probe").exists() and not (run / "run.json").exists()
     _touch(run, "run.json", "metrics.json")
     with pytest.raises(RunDirError, match="holds no checkpoint of its own"):
-        lifecycle.prepare_run_dir(run, ckpt_path=None, resume="auto")
+        run_dir.prepare_run_dir(run, ckpt_path=None, resume="auto")
 
 
 def test_resuming_into_a_new_dir_copies_the_earlier_stages_probe_files(tmp_path):
@@ -215,7 +216,7 @@ def test_resuming_into_a_new_dir_copies_the_earlier_stages_probe_files(tmp_path)
     new = tmp_path / "new"
     _touch(new, ".hydra/config.yaml")
     ckpt = str(src / "checkpoints/last.pt")
-    assert lifecycle.prepare_run_dir(new, ckpt_path=ckpt) == ckpt
+    assert run_dir.prepare_run_dir(new, ckpt_path=ckpt) == ckpt
     assert sorted(p.name for p in (new / "probe").iterdir()) == [
         "stage0_pool.jsonl", "stage0_test.jsonl", "stage1_pool.jsonl", "stage1_selected.json", "test_correct.json"]
     assert json.loads((new / "probe/test_correct.json").read_text()) == [{"q": 0}, {"q": 1}]

@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from gradual_lightning.lifecycle import CheckpointSaveError
+from gradual_lightning.lifecycle import CHECKPOINT, CheckpointSaveError
 from gradual_lightning.probing.prober import Prober
 from gradual_lightning.training import checkpoint, run_files
 from gradual_lightning.training.callbacks import DevAccuracyCallback
@@ -35,7 +35,7 @@ TrainerFactory = Callable[[Stage, list[pl.Callback]], pl.Trainer]
 def run_schedule(schedule: Schedule, module: CausalLMModule, dm: GradualDataModule, prober: Prober,
                  ledger: KnowledgeLedger, make_trainer: TrainerFactory, out_dir: Path, *, loggers: list,
                  identity: dict[str, Any], ckpt_path: str | None = None) -> dict[str, Any]:
-    ckpt_file = out_dir / "checkpoints" / "last.pt"
+    ckpt_file = out_dir / CHECKPOINT
     stage_states = checkpoint.restore(Path(ckpt_path), module, ledger, schedule, identity) if ckpt_path else []
     for stage in schedule.stages_from(len(ledger.stages), ledger.newly_selected):
         if stage.index > 0 and stage.merge_adapter:
