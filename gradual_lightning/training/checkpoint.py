@@ -67,8 +67,9 @@ def restore(path: Path, module: CausalLMModule, ledger: KnowledgeLedger, schedul
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, empty or not a torch file
-        raise CheckpointError(f"ckpt_path={str(path)!r} is not a readable checkpoint ({type(e).__name__}: {e}); "
-                              "it may be truncated: resume from an intact one or start afresh") from e
+        raise CheckpointError(f"ckpt_path={str(path)!r} is not a readable checkpoint ({type(e).__name__}, "
+                              f"{path.stat().st_size} bytes); it may be truncated: resume from an intact one or "
+                              "start afresh") from e
     if not isinstance(ckpt, dict) or ckpt.get("version") != CKPT_VERSION:
         raise CheckpointError(f"ckpt_path={str(path)!r} was written by another version of gradual-lightning "
                               f"(checkpoint version {ckpt.get('version') if isinstance(ckpt, dict) else '?'}, "
