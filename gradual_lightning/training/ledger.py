@@ -151,7 +151,7 @@ class KnowledgeLedger:
                         len(replay_pool), list(stage.replay_categories))
         if not selected:
             log.warning("stage %d selects no question", index + 1)
-        return Partition(index, tuple(selected), tuple(replay_pool) if n_replay else (), n_replay,
+        return Partition(index, tuple(selected), tuple(replay_pool), n_replay,
                          stage.replay_every, self.basis)
 
     # ---- recording -------------------------------------------------------------------------------------------
