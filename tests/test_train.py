@@ -4,10 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEDULES = sorted(p.stem for p in (REPO / "conf/schedule").glob("*.yaml"))
@@ -15,60 +11,49 @@ SCHEDULES = sorted(p.stem for p in (REPO / "conf/schedule").glob("*.yaml"))
 FAST = ["experiment=smoke", "probe.num_prompts=2", "probe.num_samples=1", "cache=false"]
 
 
-def _compose(overrides, out_dir=None):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    if out_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(out_dir)
-    HydraConfig().set_config(cfg)
-    return cfg
-
-
 @pytest.mark.parametrize("schedule", SCHEDULES)
-def test_every_schedule_composes_and_validates(schedule):
+def test_every_schedule_composes_and_validates(compose, schedule):
     from gradual_lightning.training.schedules import from_config
 
-    cfg = _compose([f"schedule={schedule}"])
+    cfg = compose([f"schedule={schedule}"])
     assert from_config(cfg.schedule).num_stages >= 1
 
 
 @pytest.mark.parametrize("schedule", ["one_stage", "two_stage", "n_stage"])
-def test_smoke_preset_keeps_the_chosen_schedule_and_shortens_its_stages(schedule):
+def test_smoke_preset_keeps_the_chosen_schedule_and_shortens_its_stages(compose, schedule):
     from gradual_lightning.training.schedules import from_config
 
-    cfg = _compose(["experiment=smoke", f"schedule={schedule}"])
-    plain = from_config(_compose([f"schedule={schedule}"]).schedule)
+    cfg = compose(["experiment=smoke", f"schedule={schedule}"])
+    plain = from_config(compose([f"schedule={schedule}"]).schedule)
     smoke = from_config(cfg.schedule, cfg.stage_overrides)
     assert smoke.name == schedule and len(smoke.stages) == len(plain.stages)
     assert all(st.epochs == 1 for st in smoke.stages)
     assert [st.reprobe for st in smoke.stages] == [st.reprobe for st in plain.stages]
 
 
-def test_category_schedule_takes_the_category_from_the_command_line():
+def test_category_schedule_takes_the_category_from_the_command_line(compose):
     from gradual_lightning.training.schedules import from_config
 
-    cfg = _compose(["schedule=category", "schedule.category=Unknown"])
+    cfg = compose(["schedule=category", "schedule.category=Unknown"])
     assert from_config(cfg.schedule).stages[0].categories == ("Unknown",)
 
 
-def test_bad_schedule_value_fails_before_any_model_is_loaded(tmp_path, monkeypatch):
+def test_bad_schedule_value_fails_before_any_model_is_loaded(compose, tmp_path, monkeypatch):
     import train
     from gradual_lightning.training.schedules import ScheduleError
 
     monkeypatch.setattr(train, "load_model", lambda *a, **k: pytest.fail("model loaded before validation"))
-    cfg = _compose(["schedule=two_stage", "schedule.stages.1.replay_ratio=-0.5"], tmp_path)
+    cfg = compose(["schedule=two_stage", "schedule.stages.1.replay_ratio=-0.5"], output_dir=tmp_path)
     with pytest.raises(ScheduleError, match="stage 1, field 'replay_ratio'"):
         train.run(cfg, tmp_path)
 
 
-def test_thresholds_in_wrong_order_fail_before_any_model_is_loaded(tmp_path, monkeypatch):
+def test_thresholds_in_wrong_order_fail_before_any_model_is_loaded(compose, tmp_path, monkeypatch):
     import train
     from gradual_lightning.probing.mastery import MasteryError
 
     monkeypatch.setattr(train, "load_model", lambda *a, **k: pytest.fail("model loaded before validation"))
-    cfg = _compose(["mastery.highly_known=0.3", "mastery.maybe_known=0.5"], tmp_path)
+    cfg = compose(["mastery.highly_known=0.3", "mastery.maybe_known=0.5"], output_dir=tmp_path)
     with pytest.raises(MasteryError, match="wrong order"):
         train.run(cfg, tmp_path)
 
@@ -87,19 +72,19 @@ def test_thresholds_in_wrong_order_fail_before_any_model_is_loaded(tmp_path, mon
     ("batch_size=0", r"batch_size=0: must be >= 1"),
     ("schedule.stages.0.epochs=-1", r"stage 0, field 'epochs': must be an integer >= 1, got -1"),
 ])
-def test_bad_values_fail_at_start_up_naming_the_key(tmp_path, monkeypatch, override, message):
+def test_bad_values_fail_at_start_up_naming_the_key(compose, tmp_path, monkeypatch, override, message):
     import train
 
     monkeypatch.setattr(train, "load_model", lambda *a, **k: pytest.fail("model loaded before validation"))
     with pytest.raises(ValueError, match=message):
-        train.run(_compose(["debug=smoke", override], tmp_path), tmp_path)
+        train.run(compose(["debug=smoke", override], output_dir=tmp_path), tmp_path)
 
 
-def test_a_preset_never_overrides_a_stage_field_set_on_the_command_line(tmp_path):
+def test_a_preset_never_overrides_a_stage_field_set_on_the_command_line(compose, tmp_path):
     import train
 
-    schedule = train.validate(_compose(["debug=smoke", "schedule=two_stage", "schedule.stages.0.epochs=3"],
-                                       tmp_path))[0]
+    schedule = train.validate(compose(["debug=smoke", "schedule=two_stage", "schedule.stages.0.epochs=3"],
+                                      output_dir=tmp_path))[0]
     assert [s.epochs for s in schedule.stages] == [3, 1]  # stage 0 as the user said, stage 1 from the preset
     assert [s.lr for s in schedule.stages] == [1.0e-3, 1.0e-3]
 
@@ -113,7 +98,7 @@ def _ids_in(path, category):
             if json.loads(line)["category"] == category]
 
 
-def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_crash(tmp_path, monkeypatch):
+def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_crash(compose, tmp_path, monkeypatch):
     """One real run of the smoke preset (SmolLM2-135M), crashed at the start of stage 2, then resumed."""
     import train
     from gradual_lightning.training.checkpoint import CheckpointError
@@ -129,7 +114,7 @@ def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_cr
 
     monkeypatch.setattr(GradualDataModule, "train_dataloader", crash_in_stage_2)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train.run(_compose(FAST, out), out)
+        train.run(compose(FAST, output_dir=out), out)
     assert (out / "checkpoints/last.pt").is_file() and not (out / "metrics.json").exists()
     # stage 1 trained on the base model's MaybeKnown questions
     assert _read(out / "probe/stage1_selected.json")["selected_ids"] == _ids_in(out / "probe/stage0_pool.jsonl",
@@ -143,9 +128,10 @@ def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_cr
     # a resume with settings that decided the earlier stages' results fails, naming them
     other = out.parent / "other"
     with pytest.raises(CheckpointError, match=r"other settings of \['probe'\]"):
-        train.run(_compose([*FAST, "probe.match=contains", f"ckpt_path={out}/checkpoints/last.pt"], other), other)
+        train.run(compose([*FAST, "probe.match=contains", f"ckpt_path={out}/checkpoints/last.pt"],
+                          output_dir=other), other)
     resumed = out.parent / "resumed"
-    metrics = train.run(_compose([*FAST, f"ckpt_path={out}/checkpoints/last.pt"], resumed), resumed)
+    metrics = train.run(compose([*FAST, f"ckpt_path={out}/checkpoints/last.pt"], output_dir=resumed), resumed)
     # the resumed run trains stage 2 on exactly the partition the crashed run had drawn
     assert _read(resumed / "probe/stage2_selected.json") == after_crash
     assert len(metrics["pool_counts"]) == 3 and len(metrics["transitions"]) == 3
