@@ -98,6 +98,74 @@ def _ids_in(path, category):
             if json.loads(line)["category"] == category]
 
 
+def test_a_tiny_run_writes_every_file_of_a_run(cfg_train):
+    """The whole job (probe -> select -> fit -> re-probe -> files -> checkpoint -> metrics) in seconds, on the tiny
+    model (natural schedule: one stage on the whole pool). What the real model's run below checks on knowledge, this
+    checks on mechanics, in the default test run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    import train
+
+    out = Path(HydraConfig.get().runtime.output_dir)
+    metrics = train.run(cfg_train, out)
+    assert _read(out / "metrics.json") == json.loads(json.dumps(metrics, default=str))
+    pool = [json.loads(line)["id"] for line in (out / "probe/stage0_pool.jsonl").read_text().splitlines()]
+    assert len(pool) == cfg_train.data.num_train
+    assert len((out / "probe/stage0_test.jsonl").read_text().splitlines()) == cfg_train.data.num_test
+    assert _read(out / "probe/stage1_selected.json") == {"stage": 1, "selected_from_probe": 0, "selected_ids": pool}
+    assert [json.loads(line)["id"] for line in (out / "probe/stage1_pool.jsonl").read_text().splitlines()] == pool
+    assert len(_read(out / "probe/test_correct.json")) == 2  # base and after stage 1
+    assert [s["stage"] for s in metrics["stages"]] == [1] and len(metrics["pool_counts"]) == 2
+    assert all(sum(map(sum, m)) == len(pool) for m in metrics["transitions"])
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["run"]["seed"] == 0
+    run = _read(out / "run.json")
+    assert run["model_fingerprint"] == metrics["run"]["model_fingerprint"] and run["config"]["model"]["name"] == \
+        "tiny_random"
+    assert (out / "checkpoints/last.pt").is_file() and (out / "adapter/adapter_config.json").is_file()
+
+
+def test_a_tiny_two_stage_run_crashed_in_stage_2_resumes_with_the_same_partition(make_cfg_train, tmp_path,
+                                                                                 monkeypatch):
+    """The mechanics of the real-model run below (which is slow), in seconds on the tiny model: both stages select
+    Unknown questions (all of them, for a random model), so both train. Crash at the start of stage 2; a resume with
+    other probe settings is refused naming them; a resume with the same settings trains stage 2 on the partition the
+    crashed run had drawn from the re-probe after stage 1, and finishes."""
+    import train
+    from gradual_lightning.training.checkpoint import CheckpointError
+    from gradual_lightning.training.datamodule import GradualDataModule
+
+    both = ["schedule=two_stage", "schedule.stages.0.categories=[Unknown]", "schedule.stages.1.categories=[Unknown]"]
+    out = tmp_path / "run"
+    original = GradualDataModule.train_dataloader
+
+    def crash_in_stage_2(self):
+        if self.partition.stage == 1:
+            raise RuntimeError("simulated crash in stage 2")
+        return original(self)
+
+    monkeypatch.setattr(GradualDataModule, "train_dataloader", crash_in_stage_2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.run(make_cfg_train(*both, output_dir=out), out)
+    assert (out / "checkpoints/last.pt").is_file() and not (out / "metrics.json").exists()
+    assert _read(out / "probe/stage1_selected.json")["selected_ids"] == _ids_in(out / "probe/stage0_pool.jsonl",
+                                                                                 "Unknown")
+    after_crash = _read(out / "probe/stage2_selected.json")
+    assert after_crash["selected_from_probe"] == 1 and after_crash["selected_ids"]
+    assert after_crash["selected_ids"] == _ids_in(out / "probe/stage1_pool.jsonl", "Unknown")
+
+    monkeypatch.setattr(GradualDataModule, "train_dataloader", original)
+    ckpt = f"ckpt_path={out}/checkpoints/last.pt"
+    other = tmp_path / "other"
+    with pytest.raises(CheckpointError, match=r"other settings of \['probe'\]"):
+        train.run(make_cfg_train(*both, "probe.match=contains", ckpt, output_dir=other), other)
+    resumed = tmp_path / "resumed"
+    metrics = train.run(make_cfg_train(*both, ckpt, output_dir=resumed), resumed)
+    assert _read(resumed / "probe/stage2_selected.json") == after_crash
+    assert [s["stage"] for s in metrics["stages"]] == [1, 2] and len(metrics["pool_counts"]) == 3
+    assert _read(resumed / "metrics.json")["knowledge_acquired"] == metrics["knowledge_acquired"]
+
+
+@pytest.mark.slow  # ~100 s (real model, two stages, twice); its mechanics run fast on the tiny model above
 def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_crash(compose, tmp_path, monkeypatch):
     """One real run of the smoke preset (SmolLM2-135M), crashed at the start of stage 2, then resumed."""
     import train
