@@ -1,7 +1,7 @@
 """The config layout (conf/): debug, experiment, sweep, hparams_search, paths, local, callbacks.
 
-Every test composes the real conf/train.yaml with Hydra's compose API from an absolute config dir, in a foreign
-working directory, and loads no model.
+Every test composes the real conf/train.yaml with Hydra's compose API from an absolute config dir (the `compose`
+fixture of conftest.py), in a foreign working directory, and loads no model.
 """
 
 import importlib.util
@@ -9,12 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -29,19 +26,6 @@ def _elsewhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for var in ("PROJECT_ROOT", "GL_ENTITY_QUESTIONS"):
         monkeypatch.delenv(var, raising=False)
-    yield
-    GlobalHydra.instance().clear()
-
-
-def _compose(*overrides: str, output_dir: Path | None = None):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig().set_config(cfg)  # so that ${hydra:...} resolves, as inside a job
-    return cfg
 
 
 def _job(cfg) -> dict:
@@ -62,24 +46,24 @@ def _train_module():
 # --- debug ---------------------------------------------------------------------------------------------------------
 
 
-def test_debug_smoke_and_its_old_spelling_compose_identically():
-    assert _job(_compose("debug=smoke")) == _job(_compose("experiment=smoke"))
-    assert _job(_compose("debug=smoke", "schedule=one_stage")) == _job(_compose("experiment=smoke",
+def test_debug_smoke_and_its_old_spelling_compose_identically(compose):
+    assert _job(compose("debug=smoke")) == _job(compose("experiment=smoke"))
+    assert _job(compose("debug=smoke", "schedule=one_stage")) == _job(compose("experiment=smoke",
                                                                                 "schedule=one_stage"))
 
 
-def test_smoke_wins_over_train_yaml_and_the_command_line_over_smoke():
-    plain, smoke = _compose(), _compose("debug=smoke")
+def test_smoke_wins_over_train_yaml_and_the_command_line_over_smoke(compose):
+    plain, smoke = compose(), compose("debug=smoke")
     assert plain.probe.num_samples == 4 and plain.stage_overrides == {}  # train.yaml's CPU compromise
     assert smoke.probe.num_samples == 2 and smoke.probe.num_prompts == 2
     assert smoke.probe.early_stop_sampling is True  # train.yaml's, smoke leaves it alone
     assert smoke.stage_overrides == {"epochs": 1, "lr": 1.0e-3} and smoke.logger == {}
     assert smoke.data.num_train == 48 and smoke.progress is False
-    assert _compose("debug=smoke", "probe.num_samples=1").probe.num_samples == 1
+    assert compose("debug=smoke", "probe.num_samples=1").probe.num_samples == 1
 
 
-def test_debug_shrinks_an_experiment():
-    cfg = _compose("experiment=li2024_qwen2_7b", "debug=smoke")
+def test_debug_shrinks_an_experiment(compose):
+    cfg = compose("experiment=li2024_qwen2_7b", "debug=smoke")
     assert cfg.model.name == "qwen2_7b" and cfg.probe.num_samples == 2 and cfg.stage_overrides.epochs == 1
 
 
@@ -115,11 +99,11 @@ def test_every_experiment_states_its_claims_here():
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_composes_validates_and_sets_what_it_claims(name):
+def test_every_experiment_composes_validates_and_sets_what_it_claims(compose, name):
     from gradual_lightning.probing.config import ProbeConfig
     from gradual_lightning.training.schedules import from_config
 
-    cfg = _compose(f"experiment={name}")
+    cfg = compose(f"experiment={name}")
     for key, want in CLAIMS[name].items():
         got = OmegaConf.select(cfg, key)
         got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
@@ -129,10 +113,10 @@ def test_every_experiment_composes_validates_and_sets_what_it_claims(name):
 
 
 @pytest.mark.parametrize("name", ["li2024_qwen2_7b", "li2024_llama3_8b"])
-def test_li2024_trains_every_stage_6_epochs_at_the_published_lr(name):
+def test_li2024_trains_every_stage_6_epochs_at_the_published_lr(compose, name):
     from gradual_lightning.training.schedules import from_config
 
-    cfg = _compose(f"experiment={name}")
+    cfg = compose(f"experiment={name}")
     schedule = from_config(cfg.schedule, cfg.stage_overrides)
     assert [(st.epochs, st.lr) for st in schedule.stages] == [(6, 1.5e-4)] * 2
     assert schedule.stages[0].categories == ("MaybeKnown",) and schedule.stages[1].merge_adapter
@@ -140,49 +124,49 @@ def test_li2024_trains_every_stage_6_epochs_at_the_published_lr(name):
     assert all(st.keep == "best" for st in schedule.stages)  # epochs chosen on dev
 
 
-def test_an_experiment_overrides_train_yaml_and_the_command_line_overrides_the_experiment():
-    assert _compose("experiment=li2024_qwen2_7b", "schedule=one_stage").schedule.name == "one_stage"
-    assert _compose("experiment=li2024_qwen2_7b", "probe.num_samples=8").probe.num_samples == 8
+def test_an_experiment_overrides_train_yaml_and_the_command_line_overrides_the_experiment(compose):
+    assert compose("experiment=li2024_qwen2_7b", "schedule=one_stage").schedule.name == "one_stage"
+    assert compose("experiment=li2024_qwen2_7b", "probe.num_samples=8").probe.num_samples == 8
 
 
 # --- sweep ---------------------------------------------------------------------------------------------------------
 
 
-def test_schedule_comparison_is_a_12_job_multirun():
-    cfg = _compose("sweep=schedule_comparison", "debug=smoke")
+def test_schedule_comparison_is_a_12_job_multirun(compose):
+    cfg = compose("sweep=schedule_comparison", "debug=smoke")
     assert cfg.hydra.mode == RunMode.MULTIRUN
     params = cfg.hydra.sweeper.params
     assert params.schedule.split(",") == ["one_stage", "two_stage", "two_stage_control", "natural"]
     assert params.seed.split(",") == ["0", "1", "2"]
     assert "BasicSweeper" in cfg.hydra.sweeper._target_
     for schedule in params.schedule.split(","):  # every swept value is a schedule that composes
-        assert _compose("sweep=schedule_comparison", f"schedule={schedule}").schedule.name == schedule
+        assert compose("sweep=schedule_comparison", f"schedule={schedule}").schedule.name == schedule
 
 
-def test_slick_baselines_sweep_uses_its_experiment_and_sweeps_the_four_categories():
+def test_slick_baselines_sweep_uses_its_experiment_and_sweeps_the_four_categories(compose):
     from gradual_lightning.training.schedules import from_config
 
-    cfg = _compose("sweep=slick_baselines")
+    cfg = compose("sweep=slick_baselines")
     assert cfg.hydra.mode == RunMode.MULTIRUN and cfg.hydra.runtime.choices.experiment == "slick_baselines"
     categories = cfg.hydra.sweeper.params["schedule.category"].split(",")
     assert categories == ["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"]
     for c in categories:
-        assert from_config(_compose("sweep=slick_baselines", f"schedule.category={c}").schedule).stages[0].categories \
+        assert from_config(compose("sweep=slick_baselines", f"schedule.category={c}").schedule).stages[0].categories \
             == (c,)
-    assert _compose("experiment=slick_baselines", "schedule=natural").schedule.name == "natural"
+    assert compose("experiment=slick_baselines", "schedule=natural").schedule.name == "natural"
 
 
 @pytest.mark.parametrize("name", SWEEPS)
-def test_every_sweep_is_a_multirun(name):
-    assert _compose(f"sweep={name}").hydra.mode == RunMode.MULTIRUN
+def test_every_sweep_is_a_multirun(compose, name):
+    assert compose(f"sweep={name}").hydra.mode == RunMode.MULTIRUN
 
 
 # --- hparams_search ------------------------------------------------------------------------------------------------
 
 
-def test_optuna_search_maximises_a_dev_metric():
+def test_optuna_search_maximises_a_dev_metric(compose):
     impl = pytest.importorskip("hydra_plugins.hydra_optuna_sweeper._impl", reason="needs the optuna extra")
-    cfg = _compose("hparams_search=optuna", "debug=smoke")
+    cfg = compose("hparams_search=optuna", "debug=smoke")
     sweeper = cfg.hydra.sweeper
     assert cfg.hydra.mode == RunMode.MULTIRUN and sweeper._target_.endswith("OptunaSweeper")
     assert sweeper.direction == "maximize" and sweeper.n_trials == 20
@@ -190,12 +174,12 @@ def test_optuna_search_maximises_a_dev_metric():
     # the search space parses in the sweeper's own grammar, and each parameter is a key a job can set
     space, fixed = impl.create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
     assert not fixed and set(space) == {"++stage_overrides.lr", "finetune.r"}
-    assert _compose("debug=smoke", "++stage_overrides.lr=3e-4", "finetune.r=8").stage_overrides.lr == 3e-4
-    assert _compose("++stage_overrides.lr=3e-4").stage_overrides.lr == 3e-4  # also where no preset set it
+    assert compose("debug=smoke", "++stage_overrides.lr=3e-4", "finetune.r=8").stage_overrides.lr == 3e-4
+    assert compose("++stage_overrides.lr=3e-4").stage_overrides.lr == 3e-4  # also where no preset set it
 
 
-def test_train_yaml_objective_is_a_dev_metric():
-    assert _compose().optimized_metric == "dev_accuracy"
+def test_train_yaml_objective_is_a_dev_metric(compose):
+    assert compose().optimized_metric == "dev_accuracy"
 
 
 def test_objective_reads_the_final_dev_accuracy():
@@ -219,8 +203,8 @@ def test_objective_refuses_a_test_metric_and_a_missing_one():
 # --- paths and local -----------------------------------------------------------------------------------------------
 
 
-def test_paths_are_absolute_and_point_at_the_repository(tmp_path):
-    cfg = _compose(output_dir=tmp_path / "run")
+def test_paths_are_absolute_and_point_at_the_repository(compose, tmp_path):
+    cfg = compose(output_dir=tmp_path / "run")
     paths = OmegaConf.to_container(cfg.paths, resolve=True)
     assert all(Path(p).is_absolute() for p in paths.values()), paths
     assert Path(paths["root_dir"]).resolve() == REPO
@@ -228,17 +212,17 @@ def test_paths_are_absolute_and_point_at_the_repository(tmp_path):
     assert paths["output_dir"] == str(tmp_path / "run")
 
 
-def test_project_root_overrides_the_root(tmp_path, monkeypatch):
+def test_project_root_overrides_the_root(compose, tmp_path, monkeypatch):
     monkeypatch.setenv("PROJECT_ROOT", str(tmp_path))
-    cfg = _compose()
+    cfg = compose()
     assert cfg.paths.root_dir == str(tmp_path) and cfg.paths.data_dir == f"{tmp_path}/../shared/data"
 
 
-def test_entity_questions_path_is_under_data_dir_unless_the_environment_says_otherwise(monkeypatch):
-    cfg = _compose("data=entity_questions")
+def test_entity_questions_path_is_under_data_dir_unless_the_environment_says_otherwise(compose, monkeypatch):
+    cfg = compose("data=entity_questions")
     assert Path(cfg.data.path) == Path(cfg.paths.data_dir) / "entity_questions" and Path(cfg.data.path).is_absolute()
     monkeypatch.setenv("GL_ENTITY_QUESTIONS", "/elsewhere/eq")
-    assert _compose("data=entity_questions").data.path == "/elsewhere/eq"
+    assert compose("data=entity_questions").data.path == "/elsewhere/eq"
 
 
 def test_local_settings_are_optional_and_never_committed():
@@ -250,14 +234,14 @@ def test_local_settings_are_optional_and_never_committed():
 # --- callbacks -----------------------------------------------------------------------------------------------------
 
 
-def test_no_extra_callbacks_by_default():
-    assert _compose().callbacks == {}
+def test_no_extra_callbacks_by_default(compose):
+    assert compose().callbacks == {}
 
 
-def test_lr_monitor_composes_to_an_instantiable_callback():
+def test_lr_monitor_composes_to_an_instantiable_callback(compose):
     from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 
-    callbacks = instantiate(_compose("callbacks=lr_monitor").callbacks)
+    callbacks = instantiate(compose("callbacks=lr_monitor").callbacks)
     assert list(callbacks) == ["lr_monitor"] and isinstance(callbacks["lr_monitor"], LearningRateMonitor)
-    extra = instantiate(_compose("+callbacks.timer._target_=pytorch_lightning.callbacks.Timer").callbacks)
+    extra = instantiate(compose("+callbacks.timer._target_=pytorch_lightning.callbacks.Timer").callbacks)
     assert isinstance(extra["timer"], Callback)

@@ -256,9 +256,10 @@ def test_config_entity_questions_on_fixture(eq_dir):
 
 
 @pytest.mark.skipif(not REAL_EQ.is_dir(), reason=f"EntityQuestions not present at {REAL_EQ}")
-def test_config_entity_questions_default_path(monkeypatch):
+def test_config_entity_questions_default_path(monkeypatch, tmp_path):
+    """The default path is relative (this file loaded alone, no paths node): found from any working directory."""
     monkeypatch.delenv("GL_ENTITY_QUESTIONS", raising=False)
-    monkeypatch.chdir(REPO)
+    monkeypatch.chdir(tmp_path)
     data = load_data(_data_cfg("entity_questions", relations=["P36"], max_per_relation={"train": 5, "dev": 2,
                                                                                           "test": 2}))
     assert (len(data.train), len(data.dev), len(data.test)) == (5, 2, 2)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import math
 
 import pytest
@@ -173,8 +174,13 @@ def test_callback_writes_the_report_and_exits_1_when_a_job_failed(sweep):
 
 
 def test_callback_does_not_raise_when_the_report_fails(tmp_path, caplog):
-    SweepReportCallback().on_multirun_end(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
-    assert "python -m gradual_lightning.report" in caplog.text
+    """No job dirs: the report cannot be written; the callback logs the error with its traceback, naming the sweep
+    dir (to retry on), and returns: the multirun's own exit status is not replaced by this error."""
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    assert SweepReportCallback().on_multirun_end(config=config) is None
+    assert list(tmp_path.iterdir()) == []
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info[0] is FileNotFoundError and str(tmp_path) in record.getMessage()
 
 
 def test_nan_free_plots_with_one_seed(tmp_path):
@@ -250,8 +256,10 @@ def test_callback_exits_1_and_names_an_unreadable_job(tmp_path, caplog):
     (_job(tmp_path, 1, ["seed=1"]) / "metrics.json").write_text("[]")
     with pytest.raises(SystemExit) as e:
         SweepReportCallback().on_multirun_end(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
-    assert e.value.code == 1 and "## Unreadable jobs" in (tmp_path / "report.md").read_text()
-    assert f"{tmp_path / '1_job'}: metrics.json unreadable: expected a JSON object, got list" in caplog.text
+    assert e.value.code == 1
+    unreadable = (tmp_path / "report.md").read_text().split("## Unreadable jobs")[1]
+    assert "| `1_job` | metrics.json unreadable: expected a JSON object, got list" in unreadable
+    assert any(r.levelno == logging.ERROR and str(tmp_path / "1_job") in r.getMessage() for r in caplog.records)
 
 
 def test_a_wrong_shaped_failed_json_is_still_a_failed_job(tmp_path):

@@ -1,7 +1,11 @@
-"""Data-parallel probing: two gloo ranks each probe half the questions and gather the same results as one process."""
+"""Data-parallel probing: two gloo ranks each probe half the questions and gather the same results as one process.
+
+On the tiny random model: sharding and gathering need no knowledge, only answers that are the same in every process
+(its weights come from a fixed seed)."""
 
 import os
 import socket
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -24,7 +28,7 @@ def _questions():
 def _probe(rank: int, world_size: int):
     from gradual_lightning.models import load_model
 
-    lm = load_model(OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf/model/smollm2_135m.yaml")))
+    lm = load_model(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/model/tiny_random.yaml"))
     questions, dev = _questions()
     engine = GenerationEngine(lm.model, lm.tokenizer, max_new_tokens=CFG.max_new_tokens, batch_size=CFG.batch_size)
     return run_probe(engine, questions, dev, CFG, rank=rank, world_size=world_size, progress=False)

@@ -1,7 +1,8 @@
 """Sweeps from the shell: W&B groups and content, failed jobs, the report at the end, the submitit launcher.
 
-The multirun tests start `train.py -m` in a subprocess on the real model (the smoke preset, shrunk further by
-overrides) and read what W&B logged with W&B's own client: `wandb leet inspect`.
+The multirun tests start `train.py -m` in a subprocess on the tiny random model (the smoke preset shrunk to a few
+questions, `tiny_train_overrides` in conftest.py: sweeps, W&B and the report need no knowledge) and read what W&B
+logged with W&B's own client: `wandb leet inspect`.
 """
 
 import csv
@@ -12,32 +13,29 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from gradual_lightning import tracking
 from gradual_lightning.categories import CATEGORIES
 
-REPO = Path(__file__).resolve().parents[1]
 WANDB = Path(sys.executable).with_name("wandb")
-# the smoke preset, smaller still (fewer test questions, one sample per prompt); the real model and code path
-SMOKE = ["experiment=smoke", "logger=wandb", "probe.num_samples=1", "data.num_test=12", "trainer.log_every_n_steps=1"]
+# per job: W&B on, a logged step for every training step (the tiny runs have one or two)
+SWEEP = ["logger=wandb", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture
+def smoke(tiny_train_overrides):
+    """The overrides of every job of these sweeps (tiny model, smoke preset shrunk, W&B on)."""
+    return [*tiny_train_overrides, *SWEEP]
+
+
+def _dirname(overrides) -> str:
+    """Hydra's override_dirname: the sorted overrides, seed and ckpt_path left out."""
+    return ",".join(sorted(overrides))
 
 
 # ---- fast: config and tracking helpers ------------------------------------------------------------------------
-def _compose(overrides, **hydra):
-    """The real config, as a job would see it; `hydra` sets fields of the hydra node (mode, sweep, runtime)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        for key, value in hydra.items():
-            OmegaConf.update(cfg.hydra, key, value)
-    HydraConfig().set_config(cfg)
-    return cfg
 
 
 def test_group_name():
@@ -50,23 +48,23 @@ def test_group_name():
     assert len(long) == tracking.MAX_GROUP_LEN and long != tracking.group_name(True, "a/b", "x=" + "y" * 301)
 
 
-def test_wandb_logger_config_groups_by_overrides_without_the_seed():
-    cfg = _compose(["logger=wandb", "schedule=one_stage", "seed=3"])
+def test_wandb_logger_config_groups_by_overrides_without_the_seed(compose):
+    cfg = compose(["logger=wandb", "schedule=one_stage", "seed=3"])
     wandb_cfg = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
     assert wandb_cfg["group"] == "logger=wandb,schedule=one_stage"
     assert wandb_cfg["name"] == "one_stage-seed3"
     assert wandb_cfg["tags"][:3] == ["one_stage", "smollm2_135m", "world_facts"]
-    cfg = _compose(["logger=wandb", "schedule=one_stage", "seed=3"], mode=RunMode.MULTIRUN,
-                   **{"sweep.dir": "multirun/2025-01-31/12-00-00"})
+    cfg = compose(["logger=wandb", "schedule=one_stage", "seed=3"], mode=RunMode.MULTIRUN,
+                  **{"sweep.dir": "multirun/2025-01-31/12-00-00"})
     assert OmegaConf.to_container(cfg.logger.wandb, resolve=True)["group"] == \
         "2025-01-31/12-00-00/logger=wandb,schedule=one_stage"
 
 
-def test_every_logger_choice_instantiates_and_tracking_is_a_noop_without_wandb(tmp_path):
+def test_every_logger_choice_instantiates_and_tracking_is_a_noop_without_wandb(compose, tmp_path):
     from hydra.utils import instantiate
 
     for choice in ("csv", "none"):
-        cfg = _compose([f"logger={choice}"], **{"runtime.output_dir": str(tmp_path / choice)})
+        cfg = compose([f"logger={choice}"], output_dir=tmp_path / choice)
         loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
         assert [type(lg).__name__ for lg in loggers] == (["CSVLogger"] if choice == "csv" else [])
         tracking.log_stage(loggers, 1, [[0] * 4] * 4, [])
@@ -145,13 +143,15 @@ def test_wandb_stage_tables_heatmap_and_summary(tmp_path, monkeypatch):
     assert summary["transitions_heatmap/stage1"]["_type"] == "image-file"
 
 
-# ---- multiruns of the real smoke preset ------------------------------------------------------------------------
-def _multirun(sweep_dir: Path, *overrides: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+# ---- multiruns of the smoke preset on the tiny model --------------------------------------------------------------
+def _multirun(repo: Path, sweep_dir: Path, *overrides: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`train.py -m` started from outside the repository; PYTHONPATH makes every process (submitit's workers too)
+    import this checkout's package."""
     # one torch thread per job: on a small shared machine, jobs that each spin several threads slow down many times
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "train.py", "-m", *SMOKE, *overrides, f"hydra.sweep.dir={sweep_dir}"]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo), "GL_PROBE_CACHE": str(sweep_dir.parent / "probe_cache")}
+    cmd = [sys.executable, str(repo / "train.py"), "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    return subprocess.run(cmd, cwd=sweep_dir.parent, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -172,57 +172,57 @@ def _check_finished_job(job_dir: Path) -> dict:
     summary = run["summary"]
     assert summary["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert summary["knowledge_acquired/final"] == metrics["knowledge_acquired"][-1]
-    assert summary["retention"] == pytest.approx(metrics["retention"])
+    # retention is None when the base model knew nothing (the tiny one): the summary leaves None values out
+    assert summary.get("retention") == (None if metrics["retention"] is None else pytest.approx(metrics["retention"]))
     assert summary["run/seed"] == metrics["run"]["seed"]
     last = len(metrics["transitions"]) - 1
     assert summary[f"transitions/stage{last}"]["_type"] == "table-file"
     assert summary[f"transitions_heatmap/stage{last}"]["_type"] == "image-file"
     assert summary[f"probe_examples/stage{last}"]["_type"] == "table-file"
     assert "train/loss_step" in summary and "dev/accuracy" in summary  # per step / per epoch
-    assert summary["stage/pool_counts/HighlyKnown"] == metrics["pool_counts"][-1]["HighlyKnown"]
+    assert summary["stage/pool_counts/Unknown"] == metrics["pool_counts"][-1]["Unknown"]
     assert run["config"]["seed"] == metrics["run"]["seed"]  # the resolved config
     return run
 
 
-def test_multirun_with_a_failing_job_keeps_the_other_job_wandb_group_and_report(tmp_path):
-    """Two jobs of one setting (ckpt_path is not part of the setting, like the seed): job 0 runs the smoke preset,
-    job 1 fails (resume from a checkpoint that does not exist). The sweep goes on, both jobs have a W&B run in the
-    same group, the report lists the failure, and the sweep exits 1."""
+def test_multirun_with_a_failing_job_keeps_the_other_job_wandb_group_and_report(tmp_path, repo_root, smoke):
+    """Two jobs of one setting (ckpt_path is not part of the setting, like the seed): job 0 runs, job 1 fails after
+    W&B started (resume from a checkpoint file cut short). The sweep goes on, both jobs have a W&B run in the same
+    group, the report lists the failure, and the sweep exits 1."""
     sweep = tmp_path / "sweep"
-    res = _multirun(sweep, "seed=0", "ckpt_path=null,/nonexistent/last.pt")
+    broken = tmp_path / "last.pt"
+    broken.write_bytes(b"PK\x03\x04 cut short")
+    res = _multirun(repo_root, sweep, *smoke, "seed=0", f"ckpt_path=null,{broken}")
     log = res.stdout + res.stderr
     assert res.returncode == 1, log
-    assert "1 of 2 jobs failed" in log
     ok, bad = _job_dirs(sweep)
     assert ok.name.startswith("0_") and ok.name.endswith("_seed0") and bad.name.startswith("1_")
     run = _check_finished_job(ok)
     failure = json.loads((bad / "failed.json").read_text())
-    assert failure["type"] == "FileNotFoundError" and "/nonexistent/last.pt" in failure["traceback"]
+    assert failure["type"] == "CheckpointError" and str(broken) in failure["traceback"]
     assert not (bad / "metrics.json").exists()
     [bad_run] = offline_runs(bad)  # it failed after W&B started: its run is marked failed, in the same group
     failed_run = wandb_run(bad_run)
     assert failed_run["exit_code"] == 1
-    assert failed_run["group"] == run["group"] == tracking.group_name(True, str(sweep), SMOKE_DIRNAME)
+    assert failed_run["group"] == run["group"] == tracking.group_name(True, str(sweep), _dirname(smoke))
     md = (sweep / "report.md").read_text()
-    assert "## Failed jobs" in md and "FileNotFoundError" in md and bad.name in md
+    assert "## Failed jobs" in md and "CheckpointError" in md and bad.name in md
     row = next(r for r in _report_rows(sweep) if r["metric"] == "test_accuracy")
-    assert row["group"] == SMOKE_DIRNAME and row["n"] == "1" and row["n_failed"] == "1"
+    assert row["group"] == _dirname(smoke) and row["n"] == "1" and row["n_failed"] == "1"
     assert float(row["mean"]) == pytest.approx(json.loads((ok / "metrics.json").read_text())["test_accuracy"])
     assert (sweep / "knowledge_acquired.png").exists() and (sweep / "transitions_final.png").exists()
 
 
-SMOKE_DIRNAME = ",".join(sorted(SMOKE))  # Hydra's override_dirname: sorted overrides, seed and ckpt_path left out
-
-
-def test_submitit_local_multirun_two_seeds(tmp_path):
+def test_submitit_local_multirun_two_seeds(tmp_path, repo_root, smoke):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the `slurm` extra is not installed")
     sweep = tmp_path / "sweep"
-    res = _multirun(sweep, "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=30")
+    res = _multirun(repo_root, sweep, *smoke, "seed=0,1", "hydra/launcher=submitit_local",
+                    "hydra.launcher.timeout_min=15")
     assert res.returncode == 0, res.stdout + res.stderr
     jobs = _job_dirs(sweep)
     assert [j.name.split("_")[0] for j in jobs] == ["0", "1"] and jobs[1].name.endswith("_seed1")
     runs = [_check_finished_job(j) for j in jobs]
-    assert runs[0]["group"] == runs[1]["group"] == tracking.group_name(True, str(sweep), SMOKE_DIRNAME)
+    assert runs[0]["group"] == runs[1]["group"] == tracking.group_name(True, str(sweep), _dirname(smoke))
     assert (sweep / ".submitit").is_dir()
     rows = [r for r in _report_rows(sweep) if r["metric"] == "test_accuracy"]
     assert len(rows) == 1 and rows[0]["n"] == "2" and rows[0]["n_failed"] == "0"
@@ -232,9 +232,19 @@ def test_submitit_local_multirun_two_seeds(tmp_path):
         assert float(rows[0]["ci_low"]) < float(rows[0]["mean"]) < float(rows[0]["ci_high"])
 
 
-def test_slurm_launcher_config_composes():
+def test_slurm_launcher_config_composes(compose):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the `slurm` extra is not installed")
-    launcher = _compose(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]).hydra.launcher
+    launcher = compose(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]).hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_node, launcher.max_num_timeout) == ("gpu", 1, 2)
     assert launcher.submitit_folder.endswith("/.submitit/%j")  # inside the sweep dir
+
+
+def test_submitit_local_launcher_config_composes(compose, tmp_path):
+    """The launcher of the submitit sweep above: a LocalLauncher whose job folders are in the sweep dir."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the `slurm` extra is not installed")
+    cfg = compose(["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=15"], mode=RunMode.MULTIRUN,
+                  **{"sweep.dir": str(tmp_path / "sweep")})
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("LocalLauncher") and launcher.timeout_min == 15
+    assert launcher.submitit_folder == f"{tmp_path / 'sweep'}/.submitit/%j"

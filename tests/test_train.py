@@ -4,10 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEDULES = sorted(p.stem for p in (REPO / "conf/schedule").glob("*.yaml"))
@@ -15,60 +11,49 @@ SCHEDULES = sorted(p.stem for p in (REPO / "conf/schedule").glob("*.yaml"))
 FAST = ["experiment=smoke", "probe.num_prompts=2", "probe.num_samples=1", "cache=false"]
 
 
-def _compose(overrides, out_dir=None):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    if out_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(out_dir)
-    HydraConfig().set_config(cfg)
-    return cfg
-
-
 @pytest.mark.parametrize("schedule", SCHEDULES)
-def test_every_schedule_composes_and_validates(schedule):
+def test_every_schedule_composes_and_validates(compose, schedule):
     from gradual_lightning.training.schedules import from_config
 
-    cfg = _compose([f"schedule={schedule}"])
+    cfg = compose([f"schedule={schedule}"])
     assert from_config(cfg.schedule).num_stages >= 1
 
 
 @pytest.mark.parametrize("schedule", ["one_stage", "two_stage", "n_stage"])
-def test_smoke_preset_keeps_the_chosen_schedule_and_shortens_its_stages(schedule):
+def test_smoke_preset_keeps_the_chosen_schedule_and_shortens_its_stages(compose, schedule):
     from gradual_lightning.training.schedules import from_config
 
-    cfg = _compose(["experiment=smoke", f"schedule={schedule}"])
-    plain = from_config(_compose([f"schedule={schedule}"]).schedule)
+    cfg = compose(["experiment=smoke", f"schedule={schedule}"])
+    plain = from_config(compose([f"schedule={schedule}"]).schedule)
     smoke = from_config(cfg.schedule, cfg.stage_overrides)
     assert smoke.name == schedule and len(smoke.stages) == len(plain.stages)
     assert all(st.epochs == 1 for st in smoke.stages)
     assert [st.reprobe for st in smoke.stages] == [st.reprobe for st in plain.stages]
 
 
-def test_category_schedule_takes_the_category_from_the_command_line():
+def test_category_schedule_takes_the_category_from_the_command_line(compose):
     from gradual_lightning.training.schedules import from_config
 
-    cfg = _compose(["schedule=category", "schedule.category=Unknown"])
+    cfg = compose(["schedule=category", "schedule.category=Unknown"])
     assert from_config(cfg.schedule).stages[0].categories == ("Unknown",)
 
 
-def test_bad_schedule_value_fails_before_any_model_is_loaded(tmp_path, monkeypatch):
+def test_bad_schedule_value_fails_before_any_model_is_loaded(compose, tmp_path, monkeypatch):
     import train
     from gradual_lightning.training.schedules import ScheduleError
 
     monkeypatch.setattr(train, "load_model", lambda *a, **k: pytest.fail("model loaded before validation"))
-    cfg = _compose(["schedule=two_stage", "schedule.stages.1.replay_ratio=-0.5"], tmp_path)
+    cfg = compose(["schedule=two_stage", "schedule.stages.1.replay_ratio=-0.5"], output_dir=tmp_path)
     with pytest.raises(ScheduleError, match="stage 1, field 'replay_ratio'"):
         train.run(cfg, tmp_path)
 
 
-def test_thresholds_in_wrong_order_fail_before_any_model_is_loaded(tmp_path, monkeypatch):
+def test_thresholds_in_wrong_order_fail_before_any_model_is_loaded(compose, tmp_path, monkeypatch):
     import train
     from gradual_lightning.probing.mastery import MasteryError
 
     monkeypatch.setattr(train, "load_model", lambda *a, **k: pytest.fail("model loaded before validation"))
-    cfg = _compose(["mastery.highly_known=0.3", "mastery.maybe_known=0.5"], tmp_path)
+    cfg = compose(["mastery.highly_known=0.3", "mastery.maybe_known=0.5"], output_dir=tmp_path)
     with pytest.raises(MasteryError, match="wrong order"):
         train.run(cfg, tmp_path)
 
@@ -87,19 +72,19 @@ def test_thresholds_in_wrong_order_fail_before_any_model_is_loaded(tmp_path, mon
     ("batch_size=0", r"batch_size=0: must be >= 1"),
     ("schedule.stages.0.epochs=-1", r"stage 0, field 'epochs': must be an integer >= 1, got -1"),
 ])
-def test_bad_values_fail_at_start_up_naming_the_key(tmp_path, monkeypatch, override, message):
+def test_bad_values_fail_at_start_up_naming_the_key(compose, tmp_path, monkeypatch, override, message):
     import train
 
     monkeypatch.setattr(train, "load_model", lambda *a, **k: pytest.fail("model loaded before validation"))
     with pytest.raises(ValueError, match=message):
-        train.run(_compose(["debug=smoke", override], tmp_path), tmp_path)
+        train.run(compose(["debug=smoke", override], output_dir=tmp_path), tmp_path)
 
 
-def test_a_preset_never_overrides_a_stage_field_set_on_the_command_line(tmp_path):
+def test_a_preset_never_overrides_a_stage_field_set_on_the_command_line(compose, tmp_path):
     import train
 
-    schedule = train.validate(_compose(["debug=smoke", "schedule=two_stage", "schedule.stages.0.epochs=3"],
-                                       tmp_path))[0]
+    schedule = train.validate(compose(["debug=smoke", "schedule=two_stage", "schedule.stages.0.epochs=3"],
+                                      output_dir=tmp_path))[0]
     assert [s.epochs for s in schedule.stages] == [3, 1]  # stage 0 as the user said, stage 1 from the preset
     assert [s.lr for s in schedule.stages] == [1.0e-3, 1.0e-3]
 
@@ -113,7 +98,75 @@ def _ids_in(path, category):
             if json.loads(line)["category"] == category]
 
 
-def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_crash(tmp_path, monkeypatch):
+def test_a_tiny_run_writes_every_file_of_a_run(cfg_train):
+    """The whole job (probe -> select -> fit -> re-probe -> files -> checkpoint -> metrics) in seconds, on the tiny
+    model (natural schedule: one stage on the whole pool). What the real model's run below checks on knowledge, this
+    checks on mechanics, in the default test run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    import train
+
+    out = Path(HydraConfig.get().runtime.output_dir)
+    metrics = train.run(cfg_train, out)
+    assert _read(out / "metrics.json") == json.loads(json.dumps(metrics, default=str))
+    pool = [json.loads(line)["id"] for line in (out / "probe/stage0_pool.jsonl").read_text().splitlines()]
+    assert len(pool) == cfg_train.data.num_train
+    assert len((out / "probe/stage0_test.jsonl").read_text().splitlines()) == cfg_train.data.num_test
+    assert _read(out / "probe/stage1_selected.json") == {"stage": 1, "selected_from_probe": 0, "selected_ids": pool}
+    assert [json.loads(line)["id"] for line in (out / "probe/stage1_pool.jsonl").read_text().splitlines()] == pool
+    assert len(_read(out / "probe/test_correct.json")) == 2  # base and after stage 1
+    assert [s["stage"] for s in metrics["stages"]] == [1] and len(metrics["pool_counts"]) == 2
+    assert all(sum(map(sum, m)) == len(pool) for m in metrics["transitions"])
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["run"]["seed"] == 0
+    run = _read(out / "run.json")
+    assert run["model_fingerprint"] == metrics["run"]["model_fingerprint"] and run["config"]["model"]["name"] == \
+        "tiny_random"
+    assert (out / "checkpoints/last.pt").is_file() and (out / "adapter/adapter_config.json").is_file()
+
+
+def test_a_tiny_two_stage_run_crashed_in_stage_2_resumes_with_the_same_partition(make_cfg_train, tmp_path,
+                                                                                 monkeypatch):
+    """The mechanics of the real-model run below (which is slow), in seconds on the tiny model: both stages select
+    Unknown questions (all of them, for a random model), so both train. Crash at the start of stage 2; a resume with
+    other probe settings is refused naming them; a resume with the same settings trains stage 2 on the partition the
+    crashed run had drawn from the re-probe after stage 1, and finishes."""
+    import train
+    from gradual_lightning.training.checkpoint import CheckpointError
+    from gradual_lightning.training.datamodule import GradualDataModule
+
+    both = ["schedule=two_stage", "schedule.stages.0.categories=[Unknown]", "schedule.stages.1.categories=[Unknown]"]
+    out = tmp_path / "run"
+    original = GradualDataModule.train_dataloader
+
+    def crash_in_stage_2(self):
+        if self.partition.stage == 1:
+            raise RuntimeError("simulated crash in stage 2")
+        return original(self)
+
+    monkeypatch.setattr(GradualDataModule, "train_dataloader", crash_in_stage_2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.run(make_cfg_train(*both, output_dir=out), out)
+    assert (out / "checkpoints/last.pt").is_file() and not (out / "metrics.json").exists()
+    assert _read(out / "probe/stage1_selected.json")["selected_ids"] == _ids_in(out / "probe/stage0_pool.jsonl",
+                                                                                 "Unknown")
+    after_crash = _read(out / "probe/stage2_selected.json")
+    assert after_crash["selected_from_probe"] == 1 and after_crash["selected_ids"]
+    assert after_crash["selected_ids"] == _ids_in(out / "probe/stage1_pool.jsonl", "Unknown")
+
+    monkeypatch.setattr(GradualDataModule, "train_dataloader", original)
+    ckpt = f"ckpt_path={out}/checkpoints/last.pt"
+    other = tmp_path / "other"
+    with pytest.raises(CheckpointError, match=r"other settings of \['probe'\]"):
+        train.run(make_cfg_train(*both, "probe.match=contains", ckpt, output_dir=other), other)
+    resumed = tmp_path / "resumed"
+    metrics = train.run(make_cfg_train(*both, ckpt, output_dir=resumed), resumed)
+    assert _read(resumed / "probe/stage2_selected.json") == after_crash
+    assert [s["stage"] for s in metrics["stages"]] == [1, 2] and len(metrics["pool_counts"]) == 3
+    assert _read(resumed / "metrics.json")["knowledge_acquired"] == metrics["knowledge_acquired"]
+
+
+@pytest.mark.slow  # ~100 s (real model, two stages, twice); its mechanics run fast on the tiny model above
+def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_crash(compose, tmp_path, monkeypatch):
     """One real run of the smoke preset (SmolLM2-135M), crashed at the start of stage 2, then resumed."""
     import train
     from gradual_lightning.training.checkpoint import CheckpointError
@@ -129,7 +182,7 @@ def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_cr
 
     monkeypatch.setattr(GradualDataModule, "train_dataloader", crash_in_stage_2)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train.run(_compose(FAST, out), out)
+        train.run(compose(FAST, output_dir=out), out)
     assert (out / "checkpoints/last.pt").is_file() and not (out / "metrics.json").exists()
     # stage 1 trained on the base model's MaybeKnown questions
     assert _read(out / "probe/stage1_selected.json")["selected_ids"] == _ids_in(out / "probe/stage0_pool.jsonl",
@@ -143,9 +196,10 @@ def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_cr
     # a resume with settings that decided the earlier stages' results fails, naming them
     other = out.parent / "other"
     with pytest.raises(CheckpointError, match=r"other settings of \['probe'\]"):
-        train.run(_compose([*FAST, "probe.match=contains", f"ckpt_path={out}/checkpoints/last.pt"], other), other)
+        train.run(compose([*FAST, "probe.match=contains", f"ckpt_path={out}/checkpoints/last.pt"],
+                          output_dir=other), other)
     resumed = out.parent / "resumed"
-    metrics = train.run(_compose([*FAST, f"ckpt_path={out}/checkpoints/last.pt"], resumed), resumed)
+    metrics = train.run(compose([*FAST, f"ckpt_path={out}/checkpoints/last.pt"], output_dir=resumed), resumed)
     # the resumed run trains stage 2 on exactly the partition the crashed run had drawn
     assert _read(resumed / "probe/stage2_selected.json") == after_crash
     assert len(metrics["pool_counts"]) == 3 and len(metrics["transitions"]) == 3

@@ -3,12 +3,10 @@
 import copy
 import warnings
 from functools import partial
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
 
 from gradual_lightning.records import QARecord
 from gradual_lightning.training import (
@@ -28,29 +26,23 @@ POOL = [QARecord(id=f"q{i}", relation="P17", question=f"Where is town {i}?", ans
 CATS = {r.id: "MaybeKnown" for r in POOL}
 
 
-_LOADED = []
-
-
-def _loaded():
-    """One tiny model per test session; every module gets its own deep copy (peft wraps it in place)."""
-    if not _LOADED:
-        from gradual_lightning.models import load_model
-
-        _LOADED.append(load_model(OmegaConf.load(Path(__file__).parents[1] / "conf/model/tiny_random.yaml")))
-    return _LOADED[0]
-
-
 @pytest.fixture(scope="module")
-def tokenizer():
-    return _loaded().tokenizer
+def tokenizer(tiny_random):
+    return tiny_random.tokenizer
 
 
-def _module(finetune=LORA, lr=1e-2, **kw) -> CausalLMModule:
-    lm = _loaded()
-    torch.manual_seed(0)
-    return CausalLMModule(copy.deepcopy(lm.model), lm.tokenizer, finetune=finetune,
-                          optimizer=partial(torch.optim.AdamW, lr=lr, weight_decay=0.0),
-                          scheduler=partial(warmup_lr_scheduler, kind="cosine", warmup_ratio=0.0), **kw)
+@pytest.fixture
+def new_module(tiny_random):
+    """new_module(finetune=LORA, lr=1e-2, **kw): a CausalLMModule on its own deep copy of the session's tiny model
+    (peft wraps a model in place)."""
+
+    def make(finetune=LORA, lr=1e-2, **kw) -> CausalLMModule:
+        torch.manual_seed(0)
+        return CausalLMModule(copy.deepcopy(tiny_random.model), tiny_random.tokenizer, finetune=finetune,
+                              optimizer=partial(torch.optim.AdamW, lr=lr, weight_decay=0.0),
+                              scheduler=partial(warmup_lr_scheduler, kind="cosine", warmup_ratio=0.0), **kw)
+
+    return make
 
 
 def _data(tokenizer, batch_size=3) -> GradualDataModule:
@@ -80,8 +72,8 @@ def _dev_loss(module, dm) -> float:
     return sum(losses) / len(losses)
 
 
-def test_labels_only_on_answer_tokens(tokenizer):
-    module = _module()
+def test_labels_only_on_answer_tokens(tokenizer, new_module):
+    module = new_module()
     batch = next(iter(_data(tokenizer).train_dataloader()))
     labels = module._labels(batch)
     for ids, lab, mask in zip(batch["input_ids"], labels, batch["attention_mask"]):
@@ -89,14 +81,14 @@ def test_labels_only_on_answer_tokens(tokenizer):
         text = tokenizer.decode(kept)
         assert text.startswith(" Land ") and text.endswith("\n") and "Q:" not in text
         assert (lab[mask == 0] == -100).all()
-    everything = _module(loss_on="all")._labels(batch)
+    everything = new_module(loss_on="all")._labels(batch)
     assert ((everything != -100) == (batch["attention_mask"] == 1)).all()
     with pytest.raises(ValueError, match="loss_on"):
-        _module(loss_on="prompt")
+        new_module(loss_on="prompt")
 
 
-def test_lora_trains_only_adapter_and_lowers_loss(tokenizer):
-    module, dm = _module(), _data(tokenizer)
+def test_lora_trains_only_adapter_and_lowers_loss(tokenizer, new_module):
+    module, dm = new_module(), _data(tokenizer)
     frozen = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
     lora = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
     assert lora and all("lora_" in n for n in lora)
@@ -109,8 +101,8 @@ def test_lora_trains_only_adapter_and_lowers_loss(tokenizer):
     assert any(not torch.equal(params[n], t) for n, t in lora.items())
 
 
-def test_merge_then_new_adapter_keeps_the_function(tokenizer):
-    module, dm = _module(), _data(tokenizer)
+def test_merge_then_new_adapter_keeps_the_function(tokenizer, new_module):
+    module, dm = new_module(), _data(tokenizer)
     _fit(module, dm, epochs=1, limit=2)
     batch = next(iter(dm.val_dataloader()))
     module.eval()
@@ -128,8 +120,8 @@ def test_merge_then_new_adapter_keeps_the_function(tokenizer):
         module.new_adapter()
 
 
-def test_stage_lr_snapshot_and_restore(tokenizer):
-    module, dm = _module(lr=1e-2), _data(tokenizer)
+def test_stage_lr_snapshot_and_restore(tokenizer, new_module):
+    module, dm = new_module(lr=1e-2), _data(tokenizer)
     module.set_stage_hparams(lr=3e-3)
     trainer = _fit(module, dm, epochs=1, limit=1)
     assert trainer.optimizers[0].param_groups[0]["initial_lr"] == 3e-3
@@ -143,16 +135,16 @@ def test_stage_lr_snapshot_and_restore(tokenizer):
     assert all(torch.equal(dict(module.named_parameters())[n], t) for n, t in snap.items())
 
 
-def test_full_finetuning_trains_everything(tokenizer):
-    module = _module(finetune={"mode": "full"}, lr=1e-3)
+def test_full_finetuning_trains_everything(tokenizer, new_module):
+    module = new_module(finetune={"mode": "full"}, lr=1e-3)
     assert all(p.requires_grad for p in module.parameters())
     module.merge_adapter()
     module.new_adapter()  # both no-ops in full mode
     assert module.hf_model is module.model
     with pytest.raises(ValueError, match="finetune.mode"):
-        _module(finetune={"mode": "qlora"})
+        new_module(finetune={"mode": "qlora"})
     with pytest.raises(ValueError, match="unknown key"):
-        _module(finetune={"mode": "lora", "rank": 8})
+        new_module(finetune={"mode": "lora", "rank": 8})
 
 
 def test_warmup_lr_scheduler_shapes():
@@ -166,8 +158,8 @@ def test_warmup_lr_scheduler_shapes():
     assert lrs[0] < lrs[1] < lrs[2] == 1.0 and lrs[-1] < 0.2
 
 
-def test_carry_optimizer_state_into_the_next_stage(tokenizer):
-    module, dm = _module(), _data(tokenizer)
+def test_carry_optimizer_state_into_the_next_stage(tokenizer, new_module):
+    module, dm = new_module(), _data(tokenizer)
     _fit(module, dm, epochs=1, limit=2)
     state = module.optimizer_state()
     assert state and state["state"]
@@ -190,8 +182,8 @@ def test_carry_optimizer_state_into_the_next_stage(tokenizer):
     assert seen == {"step": 2, "lr": 5e-3}  # moments carried over, new stage's lr
 
 
-def test_a_non_finite_loss_stops_training(tokenizer):
-    module = _module()
+def test_a_non_finite_loss_stops_training(tokenizer, new_module):
+    module = new_module()
     batch = collate([encode_qa(tokenizer, "Q?", "A")], pad_id=tokenizer.pad_token_id)
     batch["labels"][:] = -100  # every answer token truncated away: the mean loss over no token is NaN
     with pytest.raises(FloatingPointError, match="training loss is nan"):
