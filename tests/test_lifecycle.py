@@ -23,9 +23,9 @@ import torch
 
 from gradual_lightning import lifecycle, run_dir
 from gradual_lightning.lifecycle import CheckpointSaveError, Terminated
-from gradual_lightning.run_dir import RunDirError
 from gradual_lightning.report import read_job
 from gradual_lightning.report.render import markdown_text
+from gradual_lightning.run_dir import RunDirError
 
 REPO = Path(__file__).resolve().parents[1]
 
