@@ -273,11 +273,11 @@ def terminated_run(tmp_path_factory):
     """A two-stage run sent SIGTERM once stage 2's fit has started (its first epoch's progress bar is out)."""
     tmp = tmp_path_factory.mktemp("sigterm")
     run, out = tmp / "run", tmp / "out.txt"
-    proc = _start([*TINY, *TRAIN_BOTH, f"hydra.run.dir={run}"], out)
-    _wait_for(proc, (run / "probe/stage2_selected.json").exists, "stage 2 started")
-    deadline = time.monotonic() + 10  # stage 2's fit prints "Epoch 0/2" as it starts; send anyway after 10 s
-    while "Epoch 0/2" not in out.read_text(errors="replace") and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    marker = tmp / "stage2_fit_started"
+    slow = ["+callbacks.mark._target_=tests.lifecycle_helpers.MarkFitAndSlowDown", f"+callbacks.mark.marker={marker}",
+            "+callbacks.mark.stage_epochs=3"]  # stage 2 (3 epochs) marks its fit's start and takes >= 1 s an epoch
+    proc = _start([*TINY, *TRAIN_BOTH, *slow, f"hydra.run.dir={run}"], out)
+    _wait_for(proc, marker.exists, "stage 2's fit started")
     proc.send_signal(signal.SIGTERM)
     status = proc.wait(timeout=300)
     return run, status, out.read_text(errors="replace")
