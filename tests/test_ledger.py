@@ -1,5 +1,7 @@
 """KnowledgeLedger without Lightning: selection, base restriction, replay, repeated stages, metrics, resume."""
 
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -66,7 +68,7 @@ def test_newly_selected_counts_questions_no_stage_selected_before():
 
 
 def test_n_stage_repeats_while_new_questions_appear_and_stops_when_stable():
-    schedule = from_config(OmegaConf.load("conf/schedule/n_stage.yaml"))
+    schedule = from_config(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/schedule/n_stage.yaml"))
     ledger = _ledger()
     ran = []
     probes = iter([NOW, NOW, NOW])  # after stage 2 nothing new: stage 3 is not run
