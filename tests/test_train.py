@@ -124,18 +124,10 @@ def test_a_tiny_run_writes_every_file_of_a_run(cfg_train):
     assert (out / "checkpoints/last.pt").is_file() and (out / "adapter/adapter_config.json").is_file()
 
 
-def test_a_tiny_two_stage_run_crashed_in_stage_2_resumes_with_the_same_partition(make_cfg_train, tmp_path,
-                                                                                 monkeypatch):
-    """The mechanics of the real-model run below (which is slow), in seconds on the tiny model: both stages select
-    Unknown questions (all of them, for a random model), so both train. Crash at the start of stage 2; a resume with
-    other probe settings is refused naming them; a resume with the same settings trains stage 2 on the partition the
-    crashed run had drawn from the re-probe after stage 1, and finishes."""
-    import train
-    from gradual_lightning.training.checkpoint import CheckpointError
+def _crash_in_stage_2(monkeypatch):
+    """Make the next run crash as stage 2's fit asks for its data; returns the function that undoes it."""
     from gradual_lightning.training.datamodule import GradualDataModule
 
-    both = ["schedule=two_stage", "schedule.stages.0.categories=[Unknown]", "schedule.stages.1.categories=[Unknown]"]
-    out = tmp_path / "run"
     original = GradualDataModule.train_dataloader
 
     def crash_in_stage_2(self):
@@ -144,6 +136,21 @@ def test_a_tiny_two_stage_run_crashed_in_stage_2_resumes_with_the_same_partition
         return original(self)
 
     monkeypatch.setattr(GradualDataModule, "train_dataloader", crash_in_stage_2)
+    return lambda: monkeypatch.setattr(GradualDataModule, "train_dataloader", original)
+
+
+def test_a_tiny_two_stage_run_crashed_in_stage_2_resumes_with_the_same_partition(make_cfg_train, tmp_path,
+                                                                                 monkeypatch):
+    """The mechanics of the real-model run below (which is slow), in seconds on the tiny model: both stages select
+    Unknown questions (all of them, for a random model), so both train. Crash at the start of stage 2; a resume with
+    other probe settings is refused naming them; a resume with the same settings trains stage 2 on the partition the
+    crashed run had drawn from the re-probe after stage 1, and finishes."""
+    import train
+    from gradual_lightning.training.checkpoint import CheckpointError
+
+    both = ["schedule=two_stage", "schedule.stages.0.categories=[Unknown]", "schedule.stages.1.categories=[Unknown]"]
+    out = tmp_path / "run"
+    undo = _crash_in_stage_2(monkeypatch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train.run(make_cfg_train(*both, output_dir=out), out)
     assert (out / "checkpoints/last.pt").is_file() and not (out / "metrics.json").exists()
@@ -153,7 +160,7 @@ def test_a_tiny_two_stage_run_crashed_in_stage_2_resumes_with_the_same_partition
     assert after_crash["selected_from_probe"] == 1 and after_crash["selected_ids"]
     assert after_crash["selected_ids"] == _ids_in(out / "probe/stage1_pool.jsonl", "Unknown")
 
-    monkeypatch.setattr(GradualDataModule, "train_dataloader", original)
+    undo()
     ckpt = f"ckpt_path={out}/checkpoints/last.pt"
     other = tmp_path / "other"
     with pytest.raises(CheckpointError, match=r"other settings of \['probe'\]"):
@@ -170,17 +177,9 @@ def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_cr
     """One real run of the smoke preset (SmolLM2-135M), crashed at the start of stage 2, then resumed."""
     import train
     from gradual_lightning.training.checkpoint import CheckpointError
-    from gradual_lightning.training.datamodule import GradualDataModule
 
     out = tmp_path / "run"
-    original = GradualDataModule.train_dataloader
-
-    def crash_in_stage_2(self):
-        if self.partition.stage == 1:
-            raise RuntimeError("simulated crash in stage 2")
-        return original(self)
-
-    monkeypatch.setattr(GradualDataModule, "train_dataloader", crash_in_stage_2)
+    undo = _crash_in_stage_2(monkeypatch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train.run(compose(FAST, output_dir=out), out)
     assert (out / "checkpoints/last.pt").is_file() and not (out / "metrics.json").exists()
@@ -192,7 +191,7 @@ def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_cr
     assert after_crash["selected_from_probe"] == 1
     assert after_crash["selected_ids"] == _ids_in(out / "probe/stage1_pool.jsonl", "MaybeKnown")
 
-    monkeypatch.setattr(GradualDataModule, "train_dataloader", original)
+    undo()
     # a resume with settings that decided the earlier stages' results fails, naming them
     other = out.parent / "other"
     with pytest.raises(CheckpointError, match=r"other settings of \['probe'\]"):
