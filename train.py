@@ -63,14 +63,13 @@ def validate(cfg: DictConfig) -> tuple[Schedule, MasteryThresholds, ProbeConfig,
 def _check_factories(train_module: DictConfig) -> None:
     """Build the optimizer and lr scheduler once on a dummy parameter (a bad kind or argument fails here)."""
     param = torch.nn.Parameter(torch.zeros(1))
-    for key in ("optimizer", "scheduler"):
+    arguments = {"optimizer": {"params": [param]},
+                 "scheduler": {"optimizer": torch.optim.SGD([param], lr=1.0), "total_steps": 10}}
+    for key, kwargs in arguments.items():
         if train_module.get(key) is None:
             continue
         try:
-            if key == "optimizer":
-                instantiate(train_module.optimizer)(params=[param])
-            else:
-                instantiate(train_module.scheduler)(optimizer=torch.optim.SGD([param], lr=1.0), total_steps=10)
+            instantiate(train_module[key])(**kwargs)
         except Exception as e:
             raise ConfigError(f"train_module.{key}: {type(e).__name__}: {e}") from e
 
