@@ -2,7 +2,9 @@
 summary, and the run's group. Every function takes the trainer's loggers and plain dicts, and does nothing for
 loggers that are not W&B (CSV, none), so callers need no `if wandb` branches.
 
-Importing this module registers the `${gl.wandb_group:}` resolver used by conf/logger/wandb.yaml.
+Importing this module registers the `${gl.wandb_group:}` resolver used by conf/logger/wandb.yaml, and
+`${gl.short:<text>,<max bytes>}`, which conf/train.yaml's `hydra.sweep.subdir` uses to keep job dir names under the
+file system's limit of 255 bytes.
 """
 
 from __future__ import annotations
@@ -18,11 +20,25 @@ from omegaconf import OmegaConf
 from gradual_lightning.categories import CATEGORIES
 
 MAX_GROUP_LEN = 128  # as W&B project names; longer group names are cut, and end in a hash to stay unique
+_HASH_LEN = 8
 EXAMPLE_COLUMNS = ("id", "question", "answers", "greedy", "p_greedy", "base", "before", "after", "trained")
 _PER_STAGE_SKIP = ("transitions", "stages")  # logged as tables per stage, not as summary numbers
 
 
-# ---- group ---------------------------------------------------------------------------------------------------
+# ---- names ---------------------------------------------------------------------------------------------------
+def shorten(name: str, max_bytes: int) -> str:
+    """`name` if its UTF-8 form fits in `max_bytes`, else a prefix plus `~` and a hash of the whole name, `max_bytes`
+    long at most: distinct names stay distinct (W&B groups, job dir names)."""
+    max_bytes = int(max_bytes)
+    if max_bytes <= _HASH_LEN + 1:
+        raise ValueError(f"shorten: max_bytes={max_bytes} leaves no room for the prefix and the hash")
+    data = name.encode("utf-8")
+    if len(data) <= max_bytes:
+        return name
+    prefix = data[:max_bytes - _HASH_LEN - 1].decode("utf-8", errors="ignore")  # never half a character
+    return f"{prefix}~{hashlib.sha1(data).hexdigest()[:_HASH_LEN]}"
+
+
 def group_name(multirun: bool, sweep_dir: str, override_dirname: str) -> str | None:
     """`<sweep>/<overrides without seed>` in a multirun (the seeds of one setting share a group; the sweep is the
     last two parts of its dir, e.g. 2025-01-31/12-00-00); a single run: its overrides without seed, or no group."""
@@ -32,9 +48,7 @@ def group_name(multirun: bool, sweep_dir: str, override_dirname: str) -> str | N
         name = override_dirname
     else:
         return None
-    if len(name) > MAX_GROUP_LEN:  # keep it unique: a prefix plus a hash of the whole name
-        name = f"{name[:MAX_GROUP_LEN - 9]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return name
+    return shorten(name, MAX_GROUP_LEN)
 
 
 def _wandb_group_resolver() -> str | None:
@@ -46,6 +60,7 @@ def _wandb_group_resolver() -> str | None:
 
 
 OmegaConf.register_new_resolver("gl.wandb_group", _wandb_group_resolver, replace=True)
+OmegaConf.register_new_resolver("gl.short", shorten, replace=True)
 
 
 # ---- flattening ----------------------------------------------------------------------------------------------

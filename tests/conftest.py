@@ -23,8 +23,8 @@ CONF = REPO / "conf"
 # The smoke preset on the tiny random model, with a few questions of one relation: every step of a job (probe ->
 # select -> fit -> re-probe -> files) for mechanics that need no knowledge (sweeps, reports, launchers, entry points).
 # The tiny model knows nothing (every question is Unknown), so the schedule is `natural` (train on all): a stage that
-# selects MaybeKnown would select nothing and skip training. Few overrides: a sweep job's dir is named after them
-# (hydra.sweep.subdir), and a name over 255 bytes cannot be created. cfg_train shrinks the probe further.
+# selects MaybeKnown would select nothing and skip training. A sweep job's dir is named after the overrides
+# (hydra.sweep.subdir, cut to fit the file system's 255 bytes). cfg_train shrinks the probe further.
 TINY_TRAIN = ["experiment=smoke", "model=tiny_random", "schedule=natural", "data.relations=[capital]",
               "data.num_train=6", "data.num_dev=5", "data.num_test=4"]
 # probe.py on the tiny model: a few questions of each split (2 dev exemplars per relation: k_shot + 1), one prompt.

@@ -161,6 +161,27 @@ def test_every_sweep_is_a_multirun(compose, name):
     assert compose(f"sweep={name}").hydra.mode == RunMode.MULTIRUN
 
 
+LONG_SWEEP = ["schedule=two_stage", "model=tiny_random", "data.relations=[capital,city_country,city_us_state,"
+              "country_continent]", "data.num_train=1000", "data.num_dev=500", "data.num_test=600",
+              "probe.num_prompts=10", "probe.num_samples=16", "probe.early_stop_sampling=false", "mastery=lenient",
+              "finetune=lora_paper", "batch_size=16", "train_module.scheduler.kind=linear"]
+
+
+def test_a_job_dir_name_stays_under_255_bytes_and_distinct_with_many_overrides(compose):
+    from gradual_lightning import tracking  # registers ${gl.short:...}
+
+    def subdir(*overrides):
+        return str(compose(list(overrides), mode=RunMode.MULTIRUN, **{"job.num": 11}).hydra.sweep.subdir)
+
+    assert len(",".join(sorted(LONG_SWEEP)).encode()) > 255  # the overrides alone would not fit in a name
+    name = subdir(*LONG_SWEEP, "seed=2")
+    assert len(name.encode()) <= 255 and name.startswith("11_batch_size=16,") and name.endswith("_seed2")
+    # differing only past the cut (the scheduler sorts last): the hash of the whole list tells them apart
+    assert subdir(*LONG_SWEEP[:-1], "train_module.scheduler.kind=cosine", "seed=2") != name
+    assert subdir("schedule=one_stage", "seed=0") == "11_schedule=one_stage_seed0"  # short names as they were
+    assert len(tracking.shorten("é" * 200, 120).encode()) <= 120  # bytes, never half a character
+
+
 # --- hparams_search ------------------------------------------------------------------------------------------------
 
 
