@@ -14,7 +14,7 @@ from rich.console import Console
 from gradual_lightning.data import load_data
 from gradual_lightning.io import write_json, write_jsonl
 from gradual_lightning.models import load_model
-from gradual_lightning.probing.cache import ProbeCache
+from gradual_lightning.probing.cache import ProbeCache, default_cache_dir
 from gradual_lightning.probing.config import ProbeConfig
 from gradual_lightning.probing.mastery import MasteryThresholds
 from gradual_lightning.probing.prober import probe_questions
@@ -44,7 +44,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     lm = load_model(cfg.model)
     results, from_cache = probe_questions(
         lm.model, lm.tokenizer, questions, source, probe_cfg, thresholds, model_fingerprint=lm.fingerprint,
-        cache=ProbeCache() if cfg.cache else None, desc=f"probe {split}", progress=cfg.progress,
+        cache=ProbeCache(default_cache_dir(cfg.paths.cache_dir)) if cfg.cache else None, desc=f"probe {split}",
+        progress=cfg.progress,
     )
     write_jsonl(out_dir / "probe.jsonl", (r.to_dict() for r in results))
     summary = {

@@ -20,6 +20,7 @@ from gradual_lightning.data import load_data
 from gradual_lightning.io import write_json
 from gradual_lightning.models import load_model
 from gradual_lightning.probing.cache import ProbeCache
+from gradual_lightning.probing.cache import default_cache_dir as probe_cache_dir
 from gradual_lightning.probing.config import ProbeConfig
 from gradual_lightning.probing.mastery import MasteryThresholds
 from gradual_lightning.probing.prober import Prober
@@ -32,6 +33,8 @@ from gradual_lightning.training.module import FinetuneConfig
 from gradual_lightning.training.recipe import run_schedule
 from gradual_lightning.training.schedules import Schedule, explicit_stage_fields
 from gradual_lightning.training.schedules import from_config as schedule_from_config
+from gradual_lightning.training.stage_cache import StageCache, run_context
+from gradual_lightning.training.stage_cache import cache_dir as stage_cache_dir
 from gradual_lightning.training.summary import print_summary
 from gradual_lightning.validation import ConfigError, check_value
 
@@ -44,7 +47,7 @@ def validate(cfg: DictConfig) -> tuple[Schedule, MasteryThresholds, ProbeConfig,
     check_value("seed", cfg.seed, "int")
     check_value("batch_size", cfg.batch_size, "int", minimum=1)
     check_value("max_length", cfg.max_length, "int", minimum=1, optional=True)
-    for key in ("progress", "cache"):
+    for key in ("progress", "cache", "stage_cache"):
         check_value(key, cfg[key], "bool")
     check_objective(cfg.get("optimized_metric"))
     explicit = explicit_stage_fields(_command_line_overrides())
@@ -102,12 +105,15 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
                            reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False)
 
     prober = Prober(data, lm.tokenizer, probe_cfg, reprobe_cfg, eval_cfg, thresholds,
-                    model_fingerprint=lm.fingerprint, cache=ProbeCache() if cfg.cache else None,
+                    model_fingerprint=lm.fingerprint,
+                    cache=ProbeCache(probe_cache_dir(cfg.paths.cache_dir)) if cfg.cache else None,
                     progress=cfg.progress)
     ledger = KnowledgeLedger([r.id for r in data.train])
     identity = run_identity(record["config"], schedule, record["data_fingerprint"], lm.fingerprint)
+    stage_cache = StageCache(stage_cache_dir(cfg.paths.cache_dir), run_context(identity, record["config"])) \
+        if cfg.stage_cache else None
     metrics = run_schedule(schedule, module, dm, prober, ledger, make_trainer, out_dir, loggers=loggers,
-                           identity=identity, ckpt_path=cfg.ckpt_path)
+                           identity=identity, ckpt_path=cfg.ckpt_path, stage_cache=stage_cache)
     metrics["run"] = {k: record[k] for k in ("seed", "data_fingerprint", "model_fingerprint")}
     if not main_process:
         return metrics

@@ -78,9 +78,12 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
-def user_cache_dir(env_var: str, name: str) -> Path:
-    """`$env_var` when set, else `<$XDG_CACHE_HOME or ~/.cache>/gradual_lightning/<name>`."""
+def user_cache_dir(env_var: str, name: str, root: str | Path | None = None) -> Path:
+    """`$env_var` when set, else `<root>/<name>` (train.py passes `paths.cache_dir`), else
+    `<$XDG_CACHE_HOME or ~/.cache>/gradual_lightning/<name>`."""
     env = os.environ.get(env_var)
     if env:
         return Path(env).expanduser()
+    if root:
+        return Path(root).expanduser() / name
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gradual_lightning" / name

@@ -26,7 +26,7 @@ CONF = REPO / "conf"
 # selects MaybeKnown would select nothing and skip training. A sweep job's dir is named after the overrides
 # (hydra.sweep.subdir, cut to fit the file system's 255 bytes). cfg_train shrinks the probe further.
 TINY_TRAIN = ["experiment=smoke", "model=tiny_random", "schedule=natural", "data.relations=[capital]",
-              "data.num_train=6", "data.num_dev=5", "data.num_test=4"]
+              "data.num_train=6", "data.num_dev=5", "data.num_test=4", "stage_cache=false"]
 # probe.py on the tiny model: a few questions of each split (2 dev exemplars per relation: k_shot + 1), one prompt.
 # Both setups leave out the city relations, whose fact tables take seconds to build in every process.
 TINY_PROBE = ["model=tiny_random", "data.relations=[capital,country_continent]", "data.num_train=8", "data.num_dev=4",

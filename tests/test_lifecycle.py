@@ -239,7 +239,7 @@ def test_partial_metrics_carry_the_finished_stages_and_a_note(tmp_path):
 # The smoke preset made smaller; stages select Unknown questions (all of them, for a random model) so both stages
 # train; stage 2 has 3 epochs, so a SIGTERM at its start lands inside its fit.
 TINY = ["model=tiny_random", "experiment=smoke", "data.num_train=16", "data.num_dev=18", "data.num_test=8",
-        "probe.num_prompts=1", "cache=false", "progress=false"]
+        "probe.num_prompts=1", "cache=false", "stage_cache=false", "progress=false"]
 TRAIN_BOTH = ["schedule.stages.0.categories=[Unknown]", "schedule.stages.1.categories=[Unknown]",
               "schedule.stages.1.epochs=3"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline",

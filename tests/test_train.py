@@ -8,7 +8,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCHEDULES = sorted(p.stem for p in (REPO / "conf/schedule").glob("*.yaml"))
 # the smoke preset, made smaller still: the real model and the real code path, just fewer questions
-FAST = ["experiment=smoke", "probe.num_prompts=2", "probe.num_samples=1", "cache=false"]
+FAST = ["experiment=smoke", "probe.num_prompts=2", "probe.num_samples=1", "cache=false", "stage_cache=false"]
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)

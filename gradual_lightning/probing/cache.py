@@ -23,8 +23,9 @@ CACHE_ENV = "GL_PROBE_CACHE"
 log = logging.getLogger(__name__)
 
 
-def default_cache_dir() -> Path:
-    return user_cache_dir(CACHE_ENV, "probes")
+def default_cache_dir(root: str | Path | None = None) -> Path:
+    """`$GL_PROBE_CACHE` when set, else `<root>/probes` (`paths.cache_dir`), else the user cache's `probes`."""
+    return user_cache_dir(CACHE_ENV, "probes", root=root)
 
 
 def probe_key(model_fingerprint: str, questions: Sequence[QARecord], source: Sequence[QARecord],

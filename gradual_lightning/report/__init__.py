@@ -7,7 +7,8 @@ each job dir (`.hydra/overrides.yaml`, `metrics.json`, `failed.json`), groups jo
 seed (and without the other `hydra.job.config.override_dirname.exclude_keys`, as the job dirs and W&B groups do),
 and writes into the sweep dir:
 
-- report.md: results per group, knowledge acquired per stage, paired comparisons with the baseline group, failed
+- report.md: results per group (and how many stages the stage cache reused, with the training time that saved),
+  knowledge acquired per stage, paired comparisons with the baseline group, failed
   jobs with their errors, the plots;
 - report.csv: one row per group, metric and stage: n (seeds with a value), mean, ci_low, ci_high, n_failed; then one
   row per group and difference with the baseline (metric `diff_<metric>`: interval, method, McNemar p pooled and
@@ -68,16 +69,26 @@ from gradual_lightning.report.paired import (
     paired_accuracy,
     welch_difference,
 )
-from gradual_lightning.report.render import CSV_COLUMNS, PLOTS, csv_text, markdown_text, paired_section, write_plots
-from gradual_lightning.report.stats import BOUNDS, Group, Stat, common_overrides, group_jobs
+from gradual_lightning.report.render import (
+    CSV_COLUMNS,
+    PLOTS,
+    csv_text,
+    markdown_text,
+    paired_section,
+    sharing_lines,
+    write_plots,
+)
+from gradual_lightning.report.stats import BOUNDS, Group, Sharing, Stat, common_overrides, compute_sharing, group_jobs
 from gradual_lightning.report.write import Report, write_report
 
 __all__ = [
     "BOUNDS", "CSV_COLUMNS", "FAILED_FILE", "METRICS", "METRICS_FILE", "PER_STAGE", "PLOTS", "SCALARS",
-    "BaselineError", "Comparison", "Difference", "Group", "Job", "PairedAccuracy", "Report", "Stat",
+    "BaselineError", "Comparison", "Difference", "Group", "Job", "PairedAccuracy", "Report", "Sharing", "Stat",
     "SweepReportCallback", "TestOutcomes",
-    "bootstrap_difference", "common_overrides", "compare", "compare_groups", "csv_text", "data_fingerprint",
+    "bootstrap_difference", "common_overrides", "compare", "compare_groups", "compute_sharing", "csv_text",
+    "data_fingerprint",
     "detectable_difference", "discordant", "find_jobs", "group_jobs", "group_name", "group_of", "main",
     "markdown_text", "mcnemar_exact", "paired_accuracy", "paired_section", "pick_baseline", "read_job",
-    "read_test_outcomes", "record_failure", "setting_of", "welch_difference", "write_plots", "write_report",
+    "read_test_outcomes", "record_failure", "setting_of", "sharing_lines", "welch_difference", "write_plots",
+    "write_report",
 ]

@@ -13,7 +13,7 @@ from pathlib import Path
 from gradual_lightning.categories import CATEGORIES
 from gradual_lightning.report.compare import ACCURACIES, Comparison, Difference
 from gradual_lightning.report.jobs import PER_STAGE, SCALARS, Job
-from gradual_lightning.report.stats import Group, Stat, common_overrides
+from gradual_lightning.report.stats import Group, Sharing, Stat, common_overrides, compute_sharing
 
 # Difference rows (metric "diff_<metric>") fill the columns after n_failed; "mean" is the difference, "n" the seeds.
 CSV_COLUMNS = ("group", "metric", "stage", "n", "mean", "ci_low", "ci_high", "n_failed", "baseline", "method",
@@ -78,6 +78,23 @@ def _pairing(c: Comparison) -> str:
     return f"**unpaired** ({len(c.baseline.finished)} vs {len(c.group.finished)} seeds)"
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def sharing_lines(sharing: Sharing) -> list[str]:
+    """report.md's paragraph on the stage cache: how many stages were reused, and the training time that saved."""
+    if not sharing.stages:
+        return []
+    if not sharing.reused:
+        return [f"Stage cache: no stage was reused; all {sharing.stages} stages of the finished jobs were trained.", ""]
+    return [f"Stage cache: {sharing.reused} of the finished jobs' {sharing.stages} stages were reused from another "
+            f"job's training instead of trained again, saving {_duration(sharing.saved_s)} of compute (the wall time "
+            "those stages took where they were trained; `reused_from` in metrics.json).", ""]
+
+
 def paired_section(comparisons: Sequence[Comparison]) -> list[str]:
     """The "Paired comparisons" section of report.md: every group minus the baseline, on the seeds both ran."""
     if not comparisons:
@@ -128,6 +145,7 @@ def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group],
              "[95% CI, Student t] across seeds (no interval with one seed; accuracies' intervals clipped to [0, 1]); "
              "knowledge acquired = HighlyKnown questions of the pool after the stage minus before training."
              + (f" Overrides of every job: `{' '.join(common)}`." if common else ""), "",
+             *sharing_lines(compute_sharing(jobs)),
              "| group | seeds | failed | test accuracy | retention | knowledge acquired (final) | incremental gain "
              "| acquired, untrained (final) |",
              "|---|---|---|---|---|---|---|---|"]

@@ -84,3 +84,21 @@ def common_overrides(groups: Sequence[Group]) -> list[str]:
     if len(groups) < 2:
         return []
     return sorted(set.intersection(*(set(g.setting) for g in groups)))
+
+
+@dataclass
+class Sharing:
+    """What the stage cache saved a sweep: of the finished jobs' stages, those loaded from another job's training
+    (`reused_from` in metrics.json's stage records) and the wall time they took where they were trained."""
+
+    stages: int
+    reused: int
+    saved_s: float
+
+
+def compute_sharing(jobs: Sequence[Job]) -> Sharing:
+    stages = [st for j in jobs if j.ok for st in (j.metrics.get("stages") or []) if isinstance(st, dict)]
+    reused = [st["reused_from"] for st in stages if isinstance(st.get("reused_from"), dict)]
+    seconds = [r.get("wall_s") for r in reused]
+    return Sharing(len(stages), len(reused),
+                   sum(float(x) for x in seconds if isinstance(x, int | float) and not isinstance(x, bool)))

@@ -78,6 +78,7 @@ class StageRecord:
     test_correct: dict[str, bool] = field(default_factory=dict)
     trained_ids: list[str] = field(default_factory=list)  # trained on in this stage
     dev: dict[str, Any] = field(default_factory=dict)  # dev_accuracy, dev_accuracy_per_epoch, kept_epoch
+    reused_from: dict[str, Any] | None = None  # loaded from the stage cache: key, run_dir, wall_s (stage_cache.py)
 
 
 class KnowledgeLedger:
@@ -160,12 +161,14 @@ class KnowledgeLedger:
 
     def record(self, stage: Stage, partition: Partition, *, pool: Mapping[str, str],
                test_correct: Mapping[str, bool], trained_ids: Sequence[str] | set[str],
-               dev: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Add a finished stage; returns its metrics.json record."""
+               dev: Mapping[str, Any] | None = None, reused_from: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Add a finished stage; returns its metrics.json record. `reused_from`: the stage was not trained here but
+        loaded from the stage cache (which entry, who trained it, how long it took)."""
         if partition.stage != len(self.stages):
             raise ValueError(f"record: stage {partition.stage + 1} recorded after {len(self.stages)} stages")
         self.stages.append(StageRecord(partition, stage.to_dict(), dict(pool), dict(test_correct),
-                                       sorted(trained_ids), dict(dev or {})))
+                                       sorted(trained_ids), dict(dev or {}),
+                                       None if reused_from is None else dict(reused_from)))
         return self.stage_record(len(self.stages))
 
     # ---- metrics ---------------------------------------------------------------------------------------------
@@ -186,7 +189,7 @@ class KnowledgeLedger:
                 "knowledge_acquired_trained": split["trained"],
                 "knowledge_acquired_untrained": split["untrained"],
                 "forgotten": M.forgotten(base, now),
-                **rec.dev}
+                **rec.dev, **({"reused_from": rec.reused_from} if rec.reused_from else {})}
 
     def metrics(self) -> dict[str, Any]:
         """metrics.json: names other tools read (see README)."""
@@ -234,4 +237,4 @@ class KnowledgeLedger:
             part = Partition(**{**p, "selected_ids": tuple(p["selected_ids"]),
                                 "replay_pool_ids": tuple(p["replay_pool_ids"])})
             self.stages.append(StageRecord(part, dict(r["config"]), dict(r["pool"]), dict(r["test_correct"]),
-                                           list(r["trained_ids"]), dict(r["dev"])))
+                                           list(r["trained_ids"]), dict(r["dev"]), r.get("reused_from")))
