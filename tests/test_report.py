@@ -268,3 +268,23 @@ def test_a_wrong_shaped_failed_json_is_still_a_failed_job(tmp_path):
     assert not job.unreadable and job.error == "failed (failed.json unreadable: expected a JSON object, got list)"
     md = write_report(tmp_path, plots=False).files[0].read_text()
     assert "## Failed jobs" in md and "## Unreadable jobs" not in md
+
+
+def test_the_report_says_how_many_stages_the_stage_cache_reused_and_the_time_that_saved(tmp_path):
+    from gradual_lightning.report import compute_sharing
+
+    trained = {"stage": 1}
+    reused = {"stage": 1, "reused_from": {"key": "k", "run_dir": "0_job", "wall_s": 90.0}}
+    _job(tmp_path, 0, ["schedule=one_stage", "seed=0"], {**_metrics(0, 0.5, [0, 2]), "stages": [trained]})
+    _job(tmp_path, 1, ["schedule=two_stage", "seed=0"],
+         {**_metrics(0, 0.5, [0, 2, 3]), "stages": [reused, {"stage": 2}]})
+    _job(tmp_path, 2, ["schedule=n_stage", "seed=0"],
+         {**_metrics(0, 0.5, [0, 2, 3]), "stages": [reused, {**reused, "stage": 2}]})
+    _job(tmp_path, 3, ["schedule=natural", "seed=0"], error=ValueError("x"))
+    sharing = compute_sharing(find_jobs(tmp_path))
+    assert (sharing.stages, sharing.reused, sharing.saved_s) == (5, 3, 270.0)
+    md = write_report(tmp_path, plots=False).files[0].read_text()
+    assert "Stage cache: 3 of the finished jobs' 5 stages were reused" in md and "saving 4 min of compute" in md
+    (tmp_path / "1_job" / "metrics.json").unlink()
+    (tmp_path / "2_job" / "metrics.json").unlink()
+    assert "no stage was reused" in write_report(tmp_path, plots=False).files[0].read_text()

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from gradual_lightning import tracking
 from gradual_lightning.categories import CATEGORIES
 
+REPO = Path(__file__).resolve().parents[1]
 WANDB = Path(sys.executable).with_name("wandb")
 # per job: W&B on, a logged step for every training step (the tiny runs have one or two)
 SWEEP = ["logger=wandb", "trainer.log_every_n_steps=1"]
@@ -31,8 +32,9 @@ def smoke(tiny_train_overrides):
 
 
 def _dirname(overrides) -> str:
-    """Hydra's override_dirname: the sorted overrides, seed and ckpt_path left out."""
-    return ",".join(sorted(overrides))
+    """Hydra's override_dirname: the sorted overrides, without conf/train.yaml's exclude_keys (seed, stage_cache...)."""
+    exclude = OmegaConf.load(REPO / "conf" / "train.yaml").hydra.job.config.override_dirname.exclude_keys
+    return ",".join(sorted(o for o in overrides if o.split("=", 1)[0] not in exclude))
 
 
 # ---- fast: config and tracking helpers ------------------------------------------------------------------------

@@ -172,6 +172,77 @@ def test_a_tiny_two_stage_run_crashed_in_stage_2_resumes_with_the_same_partition
     assert _read(resumed / "metrics.json")["knowledge_acquired"] == metrics["knowledge_acquired"]
 
 
+def _stage_states(run_dir):
+    import torch
+
+    return torch.load(run_dir / "checkpoints/last.pt", map_location="cpu", weights_only=True)["stage_states"]
+
+
+def _same_weights(a, b) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_a_stage_one_run_trained_is_reused_by_another_schedule_and_after_a_resume(make_cfg_train, tmp_path,
+                                                                                   monkeypatch):
+    """The stage cache on the tiny model (stages on Unknown questions, so they train): one_stage trains stage 1;
+    two_stage with the same seed and data reuses it (weights, files and numbers the same, `reused_from` says whose)
+    and trains stage 2, and ends exactly as two_stage with the cache off (the RNG goes on where the trained stage
+    left it). A two_stage run stopped after its (reused) stage 1 was checkpointed resumes and reuses stage 2: the
+    chain of keys is made again from the checkpoint."""
+    import train
+    from gradual_lightning.training import run_files
+
+    monkeypatch.delenv("GL_STAGE_CACHE", raising=False)
+    cache = tmp_path / "cache"
+    on = ["stage_cache=true", f"paths.cache_dir={cache}"]
+    first = ["schedule.stages.0.categories=[Unknown]"]
+    both = [*first, "schedule.stages.1.categories=[Unknown]"]
+
+    def run(name, *overrides):
+        out = tmp_path / name
+        return train.run(make_cfg_train(*overrides, output_dir=out), out), out
+
+    one, one_dir = run("one", "schedule=one_stage", *first, *on)
+    two, two_dir = run("two", "schedule=two_stage", *both, *on)
+    assert len(list((cache / "stages").glob("*.pt"))) == 2  # stage 1 once, stage 2 once
+    reused = two["stages"][0].pop("reused_from")
+    assert reused["run_dir"] == str(one_dir) and reused["wall_s"] > 0 and (cache / "stages" / f"{reused['key']}.pt")\
+        .is_file()
+    assert "reused_from" not in one["stages"][0] and "reused_from" not in two["stages"][1]
+    assert two["stages"][0] == one["stages"][0]
+    for key in ("pool_counts", "test_accuracy_per_stage", "knowledge_acquired", "forgotten", "transitions"):
+        assert two[key][:2] == one[key], key
+    for name in ("stage0_pool.jsonl", "stage1_selected.json", "stage1_pool.jsonl"):
+        assert (two_dir / "probe" / name).read_bytes() == (one_dir / "probe" / name).read_bytes(), name
+    assert _read(two_dir / "probe/test_correct.json")[:2] == _read(one_dir / "probe/test_correct.json")
+    one_states, two_states = _stage_states(one_dir), _stage_states(two_dir)
+    assert len(two_states) == 2 and _same_weights(two_states[0], one_states[0])  # the reused stage is checkpointed
+
+    plain, plain_dir = run("plain", "schedule=two_stage", *both, "stage_cache=false", f"paths.cache_dir={cache}")
+    assert not any("reused_from" in st for st in plain["stages"])
+    assert plain["stages"] == two["stages"] and plain["pool_counts"] == two["pool_counts"]
+    assert all(_same_weights(a, b) for a, b in zip(_stage_states(plain_dir), two_states, strict=True))
+    assert len(list((cache / "stages").glob("*.pt"))) == 2
+
+    original = run_files.write_selection
+
+    def stop_before_stage_2(out_dir, partition):
+        if partition.stage == 1:
+            raise RuntimeError("simulated stop before stage 2")
+        return original(out_dir, partition)
+
+    monkeypatch.setattr(run_files, "write_selection", stop_before_stage_2)
+    with pytest.raises(RuntimeError, match="simulated stop"):
+        run("stopped", "schedule=two_stage", *both, *on)
+    monkeypatch.setattr(run_files, "write_selection", original)
+    resumed, _ = run("resumed", "schedule=two_stage", *both, *on,
+                     f"ckpt_path={tmp_path / 'stopped' / 'checkpoints' / 'last.pt'}")
+    assert [st["reused_from"]["run_dir"] for st in resumed["stages"]] == [str(one_dir), str(two_dir)]
+    assert resumed["pool_counts"] == two["pool_counts"]
+
+
 @pytest.mark.slow  # ~100 s (real model, two stages, twice); its mechanics run fast on the tiny model above
 def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_crash(compose, tmp_path, monkeypatch):
     """One real run of the smoke preset (SmolLM2-135M), crashed at the start of stage 2, then resumed."""
