@@ -80,6 +80,11 @@ class StageRecord:
     dev: dict[str, Any] = field(default_factory=dict)  # dev_accuracy, dev_accuracy_per_epoch, kept_epoch
 
 
+def _half_up(x: float) -> int:
+    """x rounded to the nearest integer, halves up (Python's round() takes halves to the even one)."""
+    return math.floor(x + 0.5)
+
+
 class KnowledgeLedger:
     def __init__(self, pool_ids: Sequence[str], seed: int = 0) -> None:
         self.pool_ids = list(pool_ids)
@@ -165,22 +170,22 @@ class KnowledgeLedger:
 
     def _sized(self, stage: Stage, selected: list[str], categories: Mapping[str, str]) -> list[str]:
         """A seeded draw from the selection (`size`: a count or a share), or with `unknown_ratio` the SliCK mix:
-        exactly `size` questions, round(unknown_ratio * size) Unknown under `categories` (the selection's probe)
+        exactly `size` questions, unknown_ratio * size (rounded half up) Unknown under `categories` (the selection's probe)
         and the rest from `selected`. Drawn with the run's seed and the stage index; returned in pool order."""
         rng = seeded_rng(self.seed, "select", stage.index, sep="/")
         if stage.unknown_ratio is None:
-            n = stage.size if isinstance(stage.size, int) else max(1, round(stage.size * len(selected)))
+            n = stage.size if isinstance(stage.size, int) else max(1, _half_up(stage.size * len(selected)))
             if n > len(selected):
                 log.warning("stage %d: size %d but only %d questions are %s; it takes them all", stage.index + 1,
                             n, len(selected), list(stage.categories) or stage.select)
             drawn = set(rng.sample(selected, min(n, len(selected))))
         else:
             unknown = self._matching(categories, ("Unknown",), stage.base_categories)
-            n_unknown = round(stage.unknown_ratio * stage.size)
+            n_unknown = _half_up(stage.unknown_ratio * stage.size)
             n_known = stage.size - n_unknown
             if n_unknown > len(unknown) or n_known > len(selected):
-                fits = max((s for s in range(stage.size + 1) if round(stage.unknown_ratio * s) <= len(unknown)
-                            and s - round(stage.unknown_ratio * s) <= len(selected)), default=0)
+                fits = max(s for s in range(stage.size + 1) if _half_up(stage.unknown_ratio * s) <= len(unknown)
+                           and s - _half_up(stage.unknown_ratio * s) <= len(selected))
                 probe = "the base probe" if self.basis == 0 else f"the probe after stage {self.basis}"
                 raise stage.error("size", f"{stage.size} questions at unknown_ratio {stage.unknown_ratio} need "
                                           f"{n_unknown} Unknown and {n_known} {'/'.join(stage.categories)}, but "

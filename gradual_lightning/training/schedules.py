@@ -47,7 +47,7 @@ class Stage:
 
     Sized selections (`_check_sizing`): `size` draws a seeded sample of the selection, an integer count or a share in
     (0, 1] (the late patch of known facts, `known_patch`). With `unknown_ratio` the stage trains a fixed-size SliCK
-    mix: `size` questions (an integer), round(unknown_ratio * size) of them Unknown under the selection's probe and
+    mix: `size` questions (an integer), unknown_ratio * size of them (rounded half up) Unknown under the selection's probe and
     the rest from `categories` (the known ones).
     """
 
