@@ -47,8 +47,8 @@ class Stage:
 
     Sized selections (`_check_sizing`): `size` draws a seeded sample of the selection, an integer count or a share in
     (0, 1] (the late patch of known facts, `known_patch`). With `unknown_ratio` the stage trains a fixed-size SliCK
-    mix: `size` questions (an integer), unknown_ratio * size of them (rounded half up) Unknown under the selection's probe and
-    the rest from `categories` (the known ones).
+    mix: `size` questions (an integer), unknown_ratio * size of them (rounded half up) Unknown under the selection's
+    probe and the rest from `categories` (the known ones).
     """
 
     select: str = "categories"
@@ -351,8 +351,9 @@ def known_patch_stage(name: str, block: Any, stages: Sequence[Stage], stage_over
     """The late patch of known facts (KnownPatch), appended to any schedule by `schedule.known_patch`: a short
     last stage on a seeded sample (`size`: 10% by default, or a count) of the questions HighlyKnown under the
     latest probe (it re-probes: the probe after the schedule's last stage), a fresh LoRA on the merged weights, one
-    epoch at the last stage's lr. The block sets any stage field over these defaults (null keeps the default); `stage_overrides` apply to it
-    as to every stage, except fields set on the command line (`schedule.known_patch.<field>=`)."""
+    epoch at the last stage's lr. The block sets any stage field over these defaults (null keeps the default);
+    `stage_overrides` apply to it as to every stage, except fields set on the command line
+    (`schedule.known_patch.<field>=`)."""
     if not isinstance(block, Mapping):
         raise ScheduleError(f"schedule {name!r}, field 'known_patch': must be a mapping of stage fields (e.g. "
                             f"{{size: 0.1, epochs: 1}}) or null, got {block!r}")
