@@ -170,8 +170,8 @@ class KnowledgeLedger:
 
     def _sized(self, stage: Stage, selected: list[str], categories: Mapping[str, str]) -> list[str]:
         """A seeded draw from the selection (`size`: a count or a share), or with `unknown_ratio` the SliCK mix:
-        exactly `size` questions, unknown_ratio * size (rounded half up) Unknown under `categories` (the selection's probe)
-        and the rest from `selected`. Drawn with the run's seed and the stage index; returned in pool order."""
+        exactly `size` questions, unknown_ratio * size (rounded half up) Unknown under `categories` (the selection's
+        probe) and the rest from `selected`. Drawn with the run's seed and the stage index; returned in pool order."""
         rng = seeded_rng(self.seed, "select", stage.index, sep="/")
         if stage.unknown_ratio is None:
             n = stage.size if isinstance(stage.size, int) else max(1, _half_up(stage.size * len(selected)))
