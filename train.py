@@ -31,7 +31,7 @@ from gradual_lightning.training.checkpoint import run_identity
 from gradual_lightning.training.ledger import KnowledgeLedger
 from gradual_lightning.training.module import FinetuneConfig
 from gradual_lightning.training.recipe import run_schedule
-from gradual_lightning.training.schedules import Schedule, explicit_stage_fields
+from gradual_lightning.training.schedules import Schedule, check_reprobe_sees, explicit_stage_fields
 from gradual_lightning.training.schedules import from_config as schedule_from_config
 from gradual_lightning.training.stage_cache import StageCache, run_context
 from gradual_lightning.training.stage_cache import cache_dir as stage_cache_dir
@@ -55,6 +55,7 @@ def validate(cfg: DictConfig) -> tuple[Schedule, MasteryThresholds, ProbeConfig,
     thresholds = MasteryThresholds.from_config(cfg.mastery)
     probe_cfg = ProbeConfig.from_config(cfg.probe)
     reprobe_cfg = ProbeConfig.from_config(cfg.reprobe, "reprobe", base=probe_cfg)
+    check_reprobe_sees(schedule, reprobe_cfg.num_samples)
     eval_cfg = ProbeConfig.from_config(cfg.eval, "eval", base=probe_cfg)
     FinetuneConfig.from_config(OmegaConf.to_container(cfg.finetune, resolve=True))
     _check_factories(cfg.train_module)
@@ -108,7 +109,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
                     model_fingerprint=lm.fingerprint,
                     cache=ProbeCache(probe_cache_dir(cfg.paths.cache_dir)) if cfg.cache else None,
                     progress=cfg.progress)
-    ledger = KnowledgeLedger([r.id for r in data.train])
+    ledger = KnowledgeLedger([r.id for r in data.train], seed=cfg.seed)
     identity = run_identity(record["config"], schedule, record["data_fingerprint"], lm.fingerprint)
     stage_cache = StageCache(stage_cache_dir(cfg.paths.cache_dir), run_context(identity, record["config"])) \
         if cfg.stage_cache else None

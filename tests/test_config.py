@@ -266,3 +266,20 @@ def test_lr_monitor_composes_to_an_instantiable_callback(compose):
     assert list(callbacks) == ["lr_monitor"] and isinstance(callbacks["lr_monitor"], LearningRateMonitor)
     extra = instantiate(compose("+callbacks.timer._target_=pytorch_lightning.callbacks.Timer").callbacks)
     assert isinstance(extra["timer"], Callback)
+
+
+def test_sibling_methods_sweep_compares_gradual_learning_with_its_siblings(compose):
+    from gradual_lightning.training.schedules import from_config
+
+    cfg = compose("sweep=sibling_methods", "debug=smoke")
+    params = cfg.hydra.sweeper.params
+    schedules = params.schedule.split(",")
+    assert schedules == ["one_stage", "two_stage", "known_patch", "unknown_mix", "curriculum", "abstain", "weighted"]
+    assert params.seed.split(",") == ["0", "1", "2"] and cfg.report.baseline == "schedule=one_stage"
+    for schedule in schedules:  # every swept value is a schedule that composes and validates
+        if not (CONF / "schedule" / f"{schedule}.yaml").exists():
+            # abstain and weighted come from the other issue-12 branch: after the merge this branch is never taken
+            assert schedule in {"abstain", "weighted"}
+            continue
+        job = compose("sweep=sibling_methods", "debug=smoke", f"schedule={schedule}")
+        assert from_config(job.schedule, job.stage_overrides).name == schedule

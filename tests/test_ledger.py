@@ -139,3 +139,78 @@ def test_state_dict_is_plain_and_round_trips():
 def test_an_empty_partition_is_falsy():
     assert not Partition(0, ())
     assert Partition(0, ("q1",))
+
+
+# ---- sibling methods (issue 12): known_patch, unknown_mix, curriculum ----------------------------------------------
+
+def _preset(name, **top):
+    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / f"conf/schedule/{name}.yaml")
+    return from_config(OmegaConf.merge(conf, top) if top else conf)
+
+
+def test_known_patch_trains_a_seeded_sample_of_the_questions_highly_known_after_the_last_stage():
+    schedule = _preset("known_patch")
+    ledger = KnowledgeLedger(IDS, seed=3)
+    ledger.record_base(BASE, TEST, {})
+    first = _run(ledger, schedule.stages[0], NOW)
+    assert set(first.selected_ids) == {q for q in IDS if BASE[q] == "MaybeKnown"}
+    patch = ledger.select(schedule.stages[1])
+    highly_now = {q for q in IDS if NOW[q] == "HighlyKnown"}  # 11: q1 became HighlyKnown in stage 1
+    assert patch.selected_from_probe == 1 and set(patch.selected_ids) <= highly_now
+    assert len(patch.selected_ids) == 1  # 10% of 11, rounded
+    assert list(patch.selected_ids) == [q for q in IDS if q in patch.selected_ids]  # pool order
+    draws = set()
+    for seed in range(8):  # the draw follows the run's seed, and only it
+        again = KnowledgeLedger(IDS, seed=seed)
+        again.load_state_dict(ledger.state_dict())
+        draws.add(again.select(schedule.stages[1]).selected_ids)
+        assert again.select(schedule.stages[1]) == again.select(schedule.stages[1])
+    assert len(draws) > 1
+
+
+def test_a_count_larger_than_the_selection_takes_it_all():
+    ledger = _ledger()
+    assert len(ledger.select(Stage(categories=("HighlyKnown",), size=4)).selected_ids) == 4
+    assert len(ledger.select(Stage(categories=("HighlyKnown",), size=0.5)).selected_ids) == 5
+    assert len(ledger.select(Stage(categories=("HighlyKnown",), size=25)).selected_ids) == 10
+
+
+@pytest.mark.parametrize("ratio, n_unknown", [(0.0, 0), (0.25, 2), (0.5, 4), (1.0, 8)])
+def test_unknown_mix_draws_a_fixed_size_with_the_chosen_share_of_unknown(ratio, n_unknown):
+    stage = _preset("unknown_mix", unknown_ratio=ratio, size=8).stages[0]
+    part = _ledger().select(stage)
+    cats = [BASE[q] for q in part.selected_ids]
+    assert len(cats) == 8 and cats.count("Unknown") == n_unknown
+    assert set(cats) - {"Unknown"} <= {"HighlyKnown", "MaybeKnown", "WeaklyKnown"}
+
+
+def test_unknown_mix_fails_naming_the_counts_when_the_pool_is_too_small():
+    stage = _preset("unknown_mix", unknown_ratio=0.5, size=30).stages[0]
+    with pytest.raises(ValueError, match=r"'unknown_mix', stage 0, field 'size': 30 questions at unknown_ratio 0.5 "
+                                         r"need 15 Unknown and 15 .*base probe has 10 and 30.*at most size=20"):
+        _ledger().select(stage)
+    only_known = _preset("unknown_mix", unknown_ratio=0.0, size=31).stages[0]
+    with pytest.raises(ValueError, match=r"need 0 Unknown and 31 .* has 10 and 30.*at most size=30"):
+        _ledger().select(only_known)
+
+
+def _curriculum_run(schedule, probes):
+    ledger = _ledger()
+    parts = [_run(ledger, stage, next(probes)) for stage in schedule.stages_from(0, ledger.newly_selected)]
+    return ledger, parts
+
+
+def test_curriculum_by_base_category_trains_each_category_in_its_turn():
+    ledger, parts = _curriculum_run(_preset("curriculum"), iter([NOW, NOW, NOW]))
+    assert [{BASE[q] for q in p.selected_ids} for p in parts] == [{"HighlyKnown"}, {"MaybeKnown"}, {"WeaklyKnown"}]
+    assert [len(p.selected_ids) for p in parts] == [10, 10, 10]  # q1 (MK -> HK in the probes) stays in stage 2
+
+
+def test_curriculum_by_latest_probe_follows_what_the_model_knows_now():
+    schedule = _preset("curriculum", order=["MaybeKnown", "HighlyKnown", "Unknown"], order_by="latest")
+    later = {**NOW, "q5": "HighlyKnown", "q3": "MaybeKnown"}  # after stage 2: q5 MK -> HK, q3 Unknown -> MK
+    ledger, parts = _curriculum_run(schedule, iter([NOW, later, later]))
+    assert set(parts[0].selected_ids) == {q for q in IDS if BASE[q] == "MaybeKnown"}
+    assert set(parts[1].selected_ids) == {q for q in IDS if NOW[q] == "HighlyKnown"} and "q1" in parts[1].selected_ids
+    assert set(parts[2].selected_ids) == {q for q in IDS if later[q] == "Unknown"} and "q3" not in parts[2].selected_ids
+    assert [p.selected_from_probe for p in parts] == [0, 1, 2]

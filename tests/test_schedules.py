@@ -142,3 +142,111 @@ def test_stage_overrides_set_a_field_in_every_stage_and_keep_the_stages():
         from_config(two, {"epoch": 1})
     with pytest.raises(ScheduleError, match="field 'epochs'"):
         from_config(two, {"epochs": 0})
+
+
+# ---- sibling methods (issue 12): known_patch, unknown_mix, curriculum ----------------------------------------------
+
+def _preset(name):
+    return OmegaConf.to_container(OmegaConf.load(CONF / "schedule" / f"{name}.yaml"), resolve=True)
+
+
+def test_known_patch_appends_a_short_stage_on_a_sample_of_highly_known_to_any_schedule():
+    s = from_config(_preset("known_patch"))
+    first, patch = s.stages
+    assert first.categories == ("MaybeKnown",) and patch.index == 1
+    assert (patch.categories, patch.size, patch.reprobe, patch.merge_adapter, patch.epochs, patch.lr) == \
+        (("HighlyKnown",), 0.1, True, True, 1, first.lr)  # lr: null -> the last stage's
+    two = from_config({**_preset("two_stage"), "known_patch": {"size": 5, "lr": 1e-5}})
+    assert len(two.stages) == 3 and two.stages[2].size == 5 and two.stages[2].lr == 1e-5
+    assert two.stages[:2] == from_config(_preset("two_stage")).stages
+    assert from_config(two.to_dict()) == two  # the patch is a plain stage in run records and checkpoints
+
+
+def test_known_patch_under_stage_overrides_keeps_command_line_fields():
+    from gradual_lightning.training.schedules import explicit_stage_fields
+
+    cfg = {**_preset("known_patch"), "known_patch": {"size": 0.1, "lr": 3e-5}}
+    assert from_config(cfg, {"epochs": 1, "lr": 1e-3}).stages[1].lr == 1e-3  # smoke shortens the patch too
+    explicit = explicit_stage_fields(["schedule.known_patch.lr=3e-5"])
+    assert from_config(cfg, {"lr": 1e-3}, explicit=explicit).stages[1].lr == 3e-5
+    assert from_config(cfg, {"lr": 1e-3}, explicit=explicit_stage_fields(["+schedule.known_patch={lr:3e-5}"])
+                       ).stages[1].lr == 3e-5
+
+
+def test_known_patch_mistakes_name_the_field():
+    msg = _err({**_preset("one_stage"), "known_patch": {"size": 1.5}})
+    assert "known_patch" in msg and "stage 1" in msg and "'size'" in msg and "1.5" in msg
+    msg = _err({**_preset("one_stage"), "known_patch": {"sise": 3}})
+    assert "'known_patch'" in msg and "'sise'" in msg
+    assert "'known_patch'" in _err({**_preset("one_stage"), "known_patch": 0.1})
+    msg = _err({**_preset("n_stage"), "known_patch": {}})
+    assert "'known_patch'" in msg and "repeat_until_stable" in msg
+    assert "max_stages" in _err({**_preset("two_stage"), "max_stages": 2, "known_patch": {}})
+    assert "'categories'" in _err({**_preset("one_stage"), "known_patch": {"categories": ["Known"]}})
+
+
+def test_size_and_unknown_ratio_are_validated():
+    assert "'size'" in _err(_schedule({"categories": ["HighlyKnown"], "size": 0}))
+    assert "'size'" in _err(_schedule({"categories": ["HighlyKnown"], "size": True}))
+    assert "'size'" in _err(_schedule({"categories": ["Unknown"]}, {"select": "previous", "size": 3}))
+    for bad in (1.5, -0.1, "half"):
+        msg = _err(_schedule({"categories": ["MaybeKnown"], "size": 10, "unknown_ratio": bad}))
+        assert "stage 0" in msg and "'unknown_ratio'" in msg and "[0, 1]" in msg and repr(bad) in msg
+    msg = _err(_schedule({"categories": ["MaybeKnown", "Unknown"], "size": 10, "unknown_ratio": 0.5}))
+    assert "'categories'" in msg and "Unknown" in msg
+    msg = _err(_schedule({"categories": ["MaybeKnown"], "size": 0.5, "unknown_ratio": 0.5}))
+    assert "'size'" in msg and "integer" in msg
+    assert "'unknown_ratio'" in _err(_schedule({"select": "all", "size": 4, "unknown_ratio": 0.5}))
+
+
+def test_unknown_mix_takes_its_ratio_from_the_command_line():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(overrides=["+schedule=unknown_mix", "schedule.unknown_ratio=0.25", "schedule.size=12"])
+    (stage,) = from_config(cfg.schedule).stages
+    assert (stage.unknown_ratio, stage.size) == (0.25, 12) and "Unknown" not in stage.categories
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        bad = compose(overrides=["+schedule=unknown_mix", "schedule.unknown_ratio=2"])
+    with pytest.raises(ScheduleError, match=r"'unknown_mix', stage 0, field 'unknown_ratio'.*got 2"):
+        from_config(bad.schedule)
+
+
+def test_curriculum_expands_order_into_one_stage_per_category():
+    s = from_config(_preset("curriculum"))
+    assert [st.base_categories for st in s.stages] == [("HighlyKnown",), ("MaybeKnown",), ("WeaklyKnown",)]
+    assert all(st.select == "all" for st in s.stages) and [st.merge_adapter for st in s.stages] == [False, True, True]
+    latest = from_config({**_preset("curriculum"), "order": ["MaybeKnown", "Unknown"], "order_by": "latest"})
+    assert [(st.select, st.categories, st.reprobe) for st in latest.stages] == \
+        [("categories", ("MaybeKnown",), False), ("categories", ("Unknown",), True)]
+    assert from_config(latest.to_dict()) == latest
+
+
+def test_curriculum_mistakes_name_the_field():
+    cur = _preset("curriculum")
+    msg = _err({**cur, "order": ["HighlyKnown", "Known"]})
+    assert "'curriculum'" in msg and "'order'" in msg and "'Known'" in msg
+    assert "twice" in _err({**cur, "order": ["MaybeKnown", "MaybeKnown"]})
+    assert "'order'" in _err({**cur, "order": []})
+    assert "'order_by'" in _err({**cur, "order_by": "newest"})
+    msg = _err({**cur, "stages": [{"categories": ["MaybeKnown"]}]})
+    assert "stage 0" in msg and "'categories'" in msg and "order" in msg
+    msg = _err({**cur, "order_by": "latest", "stages": [{"epochs": 1}]})
+    assert "'reprobe'" in msg and "latest" in msg
+
+
+def test_weakly_known_from_a_greedy_reprobe_is_refused():
+    from gradual_lightning.training.schedules import check_reprobe_sees
+
+    latest = from_config({**_preset("curriculum"), "order_by": "latest"})
+    with pytest.raises(ScheduleError, match=r"'curriculum', stage 2, field 'categories'.*reprobe.num_samples"):
+        check_reprobe_sees(latest, 0)
+    check_reprobe_sees(latest, 4)
+    check_reprobe_sees(from_config(_preset("curriculum")), 0)  # by base category: WeaklyKnown is measured at base
+    two = _preset("two_stage")
+    two["stages"][1]["replay_categories"] = ["WeaklyKnown"]
+    with pytest.raises(ScheduleError, match="stage 1, field 'replay_categories'"):
+        check_reprobe_sees(from_config(two), 0)
+    weakly = OmegaConf.load(CONF / "schedule" / "category.yaml")
+    weakly.category = "WeaklyKnown"
+    check_reprobe_sees(from_config(weakly), 0)  # stage 0 selects from the base probe

@@ -19,7 +19,8 @@ def test_every_schedule_composes_and_validates(compose, schedule):
     assert from_config(cfg.schedule).num_stages >= 1
 
 
-@pytest.mark.parametrize("schedule", ["one_stage", "two_stage", "n_stage"])
+@pytest.mark.parametrize("schedule", ["one_stage", "two_stage", "n_stage", "known_patch", "unknown_mix",
+                                      "curriculum"])
 def test_smoke_preset_keeps_the_chosen_schedule_and_shortens_its_stages(compose, schedule):
     from gradual_lightning.training.schedules import from_config
 
@@ -310,3 +311,63 @@ def test_ddp_on_two_cpu_processes_shards_the_reprobe_and_agrees_on_the_next_stag
     metrics = json.loads((out / "metrics.json").read_text())
     assert sum(metrics["pool_counts"][1].values()) == 48
     assert len((out / "probe" / "stage1_pool.jsonl").read_text().splitlines()) == 48
+
+
+# ---- sibling methods (issue 12): known_patch, unknown_mix, curriculum ----------------------------------------------
+
+@pytest.mark.parametrize("overrides", [["schedule=known_patch"], ["schedule=unknown_mix"], ["schedule=curriculum"],
+                                       ["schedule=two_stage", "+schedule.known_patch.size=5"],
+                                       ["schedule=curriculum", "schedule.order_by=latest", "reprobe.num_samples=2"]])
+def test_sibling_methods_validate_under_debug_smoke(compose, tmp_path, overrides):
+    import train
+
+    schedule = train.validate(compose(["debug=smoke", *overrides], output_dir=tmp_path))[0]
+    assert all(st.epochs == 1 for st in schedule.stages)
+
+
+def test_a_curriculum_selecting_weakly_known_from_greedy_reprobes_fails_before_any_model_is_loaded(
+        compose, tmp_path, monkeypatch):
+    import train
+    from gradual_lightning.training.schedules import ScheduleError
+
+    monkeypatch.setattr(train, "load_model", lambda *a, **k: pytest.fail("model loaded before validation"))
+    cfg = compose(["debug=smoke", "schedule=curriculum", "schedule.order_by=latest"], output_dir=tmp_path)
+    with pytest.raises(ScheduleError, match=r"'curriculum', stage 2, field 'categories'.*reprobe.num_samples"):
+        train.run(cfg, tmp_path)
+
+
+def test_a_tiny_curriculum_with_a_known_patch_trains_each_stage_on_its_selection(make_cfg_train, tmp_path):
+    """The tiny model knows nothing (every question Unknown): a curriculum HighlyKnown -> Unknown has nothing to train
+    in stage 1 (the empty-stage path) and the whole pool in stage 2; a known_patch added to it (here on Unknown,
+    since nothing is HighlyKnown) trains a sample of 2 questions, drawn from the re-probe after stage 2."""
+    import train
+
+    out = tmp_path / "run"
+    metrics = train.run(make_cfg_train("schedule=curriculum", "schedule.order=[HighlyKnown,Unknown]",
+                                       "+schedule.known_patch={categories:[Unknown],size:2}", output_dir=out), out)
+    pool = _ids_in(out / "probe/stage0_pool.jsonl", "Unknown")
+    assert len(pool) == 6
+    assert _read(out / "probe/stage1_selected.json")["selected_ids"] == []
+    assert _read(out / "probe/stage2_selected.json")["selected_ids"] == pool
+    patch = _read(out / "probe/stage3_selected.json")
+    assert patch["selected_from_probe"] == 2 and len(patch["selected_ids"]) == 2
+    assert set(patch["selected_ids"]) <= set(_ids_in(out / "probe/stage2_pool.jsonl", "Unknown"))
+    assert [s["n_selected"] for s in metrics["stages"]] == [0, 6, 2]
+    assert [s["config"]["base_categories"] for s in metrics["stages"][:2]] == [["HighlyKnown"], ["Unknown"]]
+    assert metrics["stages"][2]["config"]["size"] == 2
+
+
+def test_a_tiny_unknown_mix_trains_a_fixed_size_and_names_the_counts_when_the_pool_lacks_them(make_cfg_train,
+                                                                                             tmp_path):
+    import train
+
+    out = tmp_path / "run"
+    metrics = train.run(make_cfg_train("schedule=unknown_mix", "schedule.unknown_ratio=1.0", "schedule.size=4",
+                                       output_dir=out), out)
+    selected = _read(out / "probe/stage1_selected.json")["selected_ids"]
+    assert len(selected) == 4 and set(selected) <= set(_ids_in(out / "probe/stage0_pool.jsonl", "Unknown"))
+    assert metrics["stages"][0]["n_selected"] == 4
+    short = tmp_path / "short"
+    with pytest.raises(ValueError, match=r"field 'size': 4 questions at unknown_ratio 0.5 need 2 Unknown and 2 "
+                                         r".*base probe has 6 and 0"):
+        train.run(make_cfg_train("schedule=unknown_mix", "schedule.size=4", output_dir=short), short)

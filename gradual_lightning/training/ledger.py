@@ -81,9 +81,15 @@ class StageRecord:
     reused_from: dict[str, Any] | None = None  # loaded from the stage cache: key, run_dir, wall_s (stage_cache.py)
 
 
+def _half_up(x: float) -> int:
+    """x rounded to the nearest integer, halves up (Python's round() takes halves to the even one)."""
+    return math.floor(x + 0.5)
+
+
 class KnowledgeLedger:
-    def __init__(self, pool_ids: Sequence[str]) -> None:
+    def __init__(self, pool_ids: Sequence[str], seed: int = 0) -> None:
         self.pool_ids = list(pool_ids)
+        self.seed = seed  # the run's seed: sized selections (`Stage.size`) are drawn from it
         if len(set(self.pool_ids)) != len(self.pool_ids):
             raise ValueError("KnowledgeLedger: the training pool holds duplicate question ids")
         self.base_pool: dict[str, str] = {}
@@ -123,9 +129,15 @@ class KnowledgeLedger:
         if missing and stage.select == "categories":
             log.warning("%d of %d pool questions have no category in the probe; they are not selected",
                         missing, len(self.pool_ids))
-        return [q for q in self.pool_ids
-                if (stage.select != "categories" or categories.get(q) in stage.categories)
-                and (stage.base_categories is None or self.base_pool.get(q) in stage.base_categories)]
+        return self._matching(categories, stage.categories if stage.select == "categories" else None,
+                              stage.base_categories)
+
+    def _matching(self, categories: Mapping[str, str], wanted: Sequence[str] | None,
+                  base: Sequence[str] | None) -> list[str]:
+        """Pool questions (pool order) of a `wanted` category under `categories` and a `base` category at base
+        (None: any)."""
+        return [q for q in self.pool_ids if (wanted is None or categories.get(q) in wanted)
+                and (base is None or self.base_pool.get(q) in base)]
 
     def newly_selected(self, stage: Stage) -> int:
         """How many questions `stage` would select from the latest probe that no earlier stage selected (0: a
@@ -143,6 +155,8 @@ class KnowledgeLedger:
         categories = self.pool_after(self.basis)
         index = len(self.stages)
         selected = self._select_ids(stage, categories)
+        if stage.size is not None:
+            selected = self._sized(stage, selected, categories)
         chosen = set(selected)
         replay_pool = [q for q in self.pool_ids if q not in chosen and categories.get(q) in stage.replay_categories]
         wanted = round(stage.replay_ratio * len(selected))
@@ -154,6 +168,32 @@ class KnowledgeLedger:
             log.warning("stage %d selects no question", index + 1)
         return Partition(index, tuple(selected), tuple(replay_pool), n_replay,
                          stage.replay_every, self.basis)
+
+    def _sized(self, stage: Stage, selected: list[str], categories: Mapping[str, str]) -> list[str]:
+        """A seeded draw from the selection (`size`: a count or a share), or with `unknown_ratio` the SliCK mix:
+        exactly `size` questions, unknown_ratio * size (rounded half up) Unknown under `categories` (the selection's
+        probe) and the rest from `selected`. Drawn with the run's seed and the stage index; returned in pool order."""
+        rng = seeded_rng(self.seed, "select", stage.index, sep="/")
+        if stage.unknown_ratio is None:
+            n = stage.size if isinstance(stage.size, int) else max(1, _half_up(stage.size * len(selected)))
+            if n > len(selected):
+                log.warning("stage %d: size %d but only %d questions are %s; it takes them all", stage.index + 1,
+                            n, len(selected), list(stage.categories) or stage.select)
+            drawn = set(rng.sample(selected, min(n, len(selected))))
+        else:
+            unknown = self._matching(categories, ("Unknown",), stage.base_categories)
+            n_unknown = _half_up(stage.unknown_ratio * stage.size)
+            n_known = stage.size - n_unknown
+            if n_unknown > len(unknown) or n_known > len(selected):
+                fits = max(s for s in range(stage.size + 1) if _half_up(stage.unknown_ratio * s) <= len(unknown)
+                           and s - _half_up(stage.unknown_ratio * s) <= len(selected))
+                probe = "the base probe" if self.basis == 0 else f"the probe after stage {self.basis}"
+                raise stage.error("size", f"{stage.size} questions at unknown_ratio {stage.unknown_ratio} need "
+                                          f"{n_unknown} Unknown and {n_known} {'/'.join(stage.categories)}, but "
+                                          f"{probe} has {len(unknown)} and {len(selected)}; at this ratio the pool "
+                                          f"holds at most size={fits}")
+            drawn = set(rng.sample(unknown, n_unknown)) | set(rng.sample(selected, n_known))
+        return [q for q in self.pool_ids if q in drawn]
 
     # ---- recording -------------------------------------------------------------------------------------------
     def record_base(self, pool: Mapping[str, str], test: Mapping[str, str], test_correct: Mapping[str, bool]) -> None:

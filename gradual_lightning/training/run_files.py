@@ -60,6 +60,13 @@ def describe(partition: Partition, stage, num_stages: int) -> str:
     what = "the whole pool" if stage.select == "all" else (
         "the previous stage's questions again" if stage.select == "previous"
         else f"{'/'.join(stage.categories)} questions")
+    if stage.base_categories is not None:
+        what = "pool questions" if stage.select == "all" else what
+        what += f" ({'/'.join(stage.base_categories)} at base)"
+    if stage.unknown_ratio is not None:
+        what += f" with a share {stage.unknown_ratio:g} of Unknown (a seeded mix)"
+    elif stage.size is not None:
+        what += f", a seeded sample (size {stage.size:g})"
     probe = "the base probe" if partition.selected_from_probe == 0 else \
         f"the probe after stage {partition.selected_from_probe}"
     line = (f"stage {partition.stage + 1}/{num_stages}: {len(partition.selected_ids)} {what} "
