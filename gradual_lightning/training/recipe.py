@@ -49,7 +49,7 @@ def run_schedule(schedule: Schedule, module: CausalLMModule, dm: GradualDataModu
         if not ledger.has_base:  # what the base model knows
             base = prober.probe_base(module.hf_model)
             ledger.record_base({r.id: r.category for r in base.pool}, {r.id: r.category for r in base.test},
-                               base.test_correct)
+                               base.test_correct, pool_p=_p_values(base.pool), test_answers=base.test_answers)
             run_files.write_base(out_dir, base.pool, base.test)
 
         partition = ledger.select(stage)
@@ -72,10 +72,11 @@ def run_schedule(schedule: Schedule, module: CausalLMModule, dm: GradualDataModu
             log.info("stage %d re-probe: rank %d of %d probes its shard of %d pool questions", s, shard["rank"],
                      shard["world_size"], len(ledger.pool_ids))
         pool = prober.reprobe(module.hf_model, desc=f"stage {s} re-probe pool", **shard)
-        correct = prober.test_accuracy(module.hf_model, desc=f"stage {s} test accuracy", **shard)
+        answers = prober.test_answers(module.hf_model, desc=f"stage {s} test accuracy", **shard)
         trained = partition.trained_ids(stage.epochs, seed=dm.seed, batch_size=dm.batch_size) if partition else set()
-        ledger.record(stage, partition, pool={r.id: r.category for r in pool}, test_correct=correct,
-                      trained_ids=trained, dev=dev.result() if partition else None)
+        ledger.record(stage, partition, pool={r.id: r.category for r in pool},
+                      test_correct=prober.test_correct(answers), trained_ids=trained,
+                      dev=dev.result() if partition else None, pool_p=_p_values(pool), test_answers=answers)
 
         rows = [r.to_dict() for r in pool]
         run_files.write_stage(out_dir, ledger, rows)
@@ -87,6 +88,11 @@ def run_schedule(schedule: Schedule, module: CausalLMModule, dm: GradualDataModu
             except OSError as e:  # disk full: the finished stages' results still reach metrics.json (train.py)
                 raise CheckpointSaveError(e, ledger.metrics(), stage=s) from e
     return ledger.metrics()
+
+
+def _p_values(rows) -> dict[str, list]:
+    """What the ledger keeps of a pool probe besides categories: [p_greedy, p_sampled] per question (loss weights)."""
+    return {r.id: [r.p_greedy, r.p_sampled] for r in rows}
 
 
 def _shard(trainer: pl.Trainer) -> dict[str, int]:

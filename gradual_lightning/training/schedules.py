@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gradual_lightning.categories import CATEGORIES
+from gradual_lightning.probing.matching import ABSTENTION_TEXT, normalize
+from gradual_lightning.training.loss_weights import LossWeights
 
 SELECTS = ("categories", "previous", "all")
 REPLAY_EVERY = ("epoch", "step")
@@ -44,6 +46,13 @@ class Stage:
     `replay_ratio * len(selection)` questions drawn from `replay_categories` (latest probe), redrawn every epoch or
     every step (`replay_every`). `keep` picks the weights the stage ends with: the best epoch by dev accuracy or the
     last one. `merge_adapter` merges the previous stage's LoRA into the weights and starts a fresh one.
+
+    `abstain_categories` (R-Tuning; null = off) adds the pool questions of these categories (same probe as the
+    selection) to the stage's training set with the schedule's `abstention_text` as their answer, instead of the
+    gold one: the stage trains its selection on gold answers plus these on the abstention. With select=all they are
+    already selected and take the abstention; with select=categories they must not overlap `categories`; with
+    select=previous the previous stage's abstentions are reused as is. `loss_weights` (null = every question
+    weighs 1) weighs each training question's loss by its probe result (`loss_weights.py`).
     """
 
     select: str = "categories"
@@ -58,6 +67,8 @@ class Stage:
     merge_adapter: bool = False
     reset_optimizer: bool = True
     keep: str = "best"
+    abstain_categories: tuple[str, ...] | None = None
+    loss_weights: LossWeights | None = None  # a mapping in the config, validated into LossWeights
     # where this stage sits, for error messages only
     index: int = field(default=0, compare=False, repr=False)
     schedule: str = field(default="?", compare=False, repr=False)
@@ -99,30 +110,47 @@ class Stage:
             fail("merge_adapter", "stage 0 has no previous adapter to merge")
         if self.merge_adapter and not self.reset_optimizer:
             fail("reset_optimizer", "must be true when merge_adapter is true (the new adapter has new parameters)")
+        self._check_abstain_and_weights()
+
+    def _check_abstain_and_weights(self) -> None:
+        fail = self._fail
+        _check_categories(self.abstain_categories, fail, "abstain_categories", allow_none=True)
+        if self.abstain_categories is not None and self.select == "previous":
+            fail("abstain_categories", "has no effect with select=previous (the previous stage's abstentions are "
+                                       "reused as is)")
+        both = sorted(set(self.abstain_categories or ()) & set(self.categories))
+        if both and self.select == "categories":
+            fail("abstain_categories", f"{both} are also in categories: a question trains on its answer or on the "
+                                       "abstention, not both")
+        object.__setattr__(self, "loss_weights", LossWeights.from_config(self.loss_weights, fail))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain container (for run records and checkpoints)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("index", "schedule")}
-        for k in ("categories", "base_categories", "replay_categories"):
+        for k in ("categories", "base_categories", "replay_categories", "abstain_categories"):
             d[k] = None if d[k] is None else list(d[k])
+        d["loss_weights"] = None if self.loss_weights is None else self.loss_weights.to_dict()
         return d
 
 
 STAGE_KEYS = tuple(f.name for f in fields(Stage) if f.name not in ("index", "schedule"))
-SCHEDULE_KEYS = ("name", "stages", "max_stages", "repeat_until_stable", "category")
+SCHEDULE_KEYS = ("name", "stages", "max_stages", "repeat_until_stable", "category", "abstention_text")
 
 
 @dataclass(frozen=True)
 class Schedule:
     """An ordered list of stages. With `repeat_until_stable`, the last stage is repeated while its selection still
     holds questions never trained on before, up to `max_stages` stages in all. Without it, `max_stages` (if set)
-    only truncates the list. `category` is a template parameter for presets (`schedule=category`)."""
+    only truncates the list. `category` is a template parameter for presets (`schedule=category`).
+    `abstention_text` is what stages with `abstain_categories` train their questions to answer, and what test
+    answers count as abstentions (`matching.is_abstention`)."""
 
     name: str
     stages: tuple[Stage, ...]
     max_stages: int | None = None
     repeat_until_stable: bool = False
     category: str | None = None
+    abstention_text: str = ABSTENTION_TEXT
 
     def _fail(self, name: str, msg: str):
         raise ScheduleError(f"schedule {self.name!r}, field {name!r}: {msg}")
@@ -147,6 +175,14 @@ class Schedule:
                                                   "and reprobe=true, otherwise every repeat trains on the same data")
         if self.category is not None and self.category not in CATEGORIES:
             self._fail("category", f"unknown category {self.category!r}; expected one of {list(CATEGORIES)}")
+        text = self.abstention_text
+        if not isinstance(text, str) or "\n" in text or not normalize(text):
+            self._fail("abstention_text", f"must be one line of text with letters or digits, got {text!r}")
+
+    @property
+    def abstains(self) -> bool:
+        """Whether some stage trains questions to answer the abstention text."""
+        return any(s.abstain_categories for s in self.stages)
 
     @property
     def num_stages(self) -> int:
@@ -192,7 +228,8 @@ class Schedule:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "stages": [s.to_dict() for s in self.stages], "max_stages": self.max_stages,
-                "repeat_until_stable": self.repeat_until_stable, "category": self.category}
+                "repeat_until_stable": self.repeat_until_stable, "category": self.category,
+                "abstention_text": self.abstention_text}
 
 
 def _replace_index(stage: Stage, index: int) -> Stage:
@@ -248,7 +285,8 @@ def from_config(cfg: Any, stage_overrides: Mapping[str, Any] | None = None,
             kw["lr"] = float(kw["lr"])
         stages.append(Stage(**kw, index=i, schedule=str(name)))
     return Schedule(name=name, stages=tuple(stages), max_stages=cfg.get("max_stages"),
-                    repeat_until_stable=cfg.get("repeat_until_stable", False), category=cfg.get("category"))
+                    repeat_until_stable=cfg.get("repeat_until_stable", False), category=cfg.get("category"),
+                    abstention_text=cfg.get("abstention_text", ABSTENTION_TEXT))
 
 
 _STAGE_FIELD = re.compile(r"^[~+]*schedule\.stages\.(\d+)\.(\w+)=")

@@ -1,4 +1,5 @@
-"""The table a run prints at the end: per-stage counts, accuracy, acquired knowledge, and the last transitions."""
+"""The table a run prints at the end: per-stage counts, accuracy, acquired knowledge, and the last transitions; for a
+schedule that trains abstention, the test answers by base category (correct, abstained, hallucinated)."""
 
 from __future__ import annotations
 
@@ -41,10 +42,26 @@ def transition_table(matrix: list[list[int]], stage: int) -> Table:
     return t
 
 
+def abstention_table(metrics: dict[str, Any]) -> Table:
+    stage = len(metrics["stages"])
+    t = Table(title=f"Test answers after stage {stage} by base category ({metrics['abstention_text']!r} = abstained)")
+    for col in ("base category", "correct", "abstained", "hallucinated"):
+        t.add_column(col, justify="right")
+    by = [metrics[k] for k in ("test_accuracy_by_base_category", "test_abstention_by_base_category",
+                               "test_hallucination_by_base_category")]
+    for c in CATEGORIES:
+        if c in by[0]:
+            t.add_row(c, *(_pct(d.get(c)) for d in by))
+    t.add_row("all", *(_pct(metrics[k]) for k in ("test_accuracy", "test_abstention_rate", "test_hallucination_rate")))
+    return t
+
+
 def print_summary(metrics: dict[str, Any], out_dir: str | Path, console: Console | None = None) -> None:
     console = console or Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
     console.print(stage_table(metrics))
     console.print(transition_table(metrics["transitions"][-1], len(metrics["transitions"]) - 1))
+    if any(rec["config"].get("abstain_categories") or rec.get("n_abstain") for rec in metrics["stages"]):
+        console.print(abstention_table(metrics))
     gain = metrics["incremental_gain"]
     console.print(
         f"test accuracy {_pct(metrics['test_accuracy'])} (base {_pct(metrics['test_accuracy_per_stage'][0])}), "
