@@ -163,7 +163,8 @@ class GradualDataModule(pl.LightningDataModule):
         if unknown:
             raise ValueError(f"the partition names {len(unknown)} ids not in the pool (e.g. {unknown[0]!r})")
         if partition.weights is not None:
-            unweighted = [q for q in (*partition.train_ids, *partition.replay_pool_ids) if q not in partition.weights]
+            replay = partition.replay_pool_ids if partition.n_replay else ()
+            unweighted = [q for q in (*partition.train_ids, *replay) if q not in partition.weights]
             if unweighted:
                 raise ValueError(f"the partition weighs its questions but {len(unweighted)} have no weight "
                                  f"(e.g. {unweighted[0]!r})")

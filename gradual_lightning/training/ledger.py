@@ -185,7 +185,7 @@ class KnowledgeLedger:
         if stage.abstain_categories and not abstain:
             log.warning("stage %d: no question is %s, none trains to abstain", index + 1,
                         list(stage.abstain_categories))
-        weights = self._weights(stage, [*selected, *abstain, *replay_pool], categories)
+        weights = self._weights(stage, [*selected, *abstain, *(replay_pool if n_replay else ())], categories)
         return Partition(index, tuple(selected), tuple(replay_pool), n_replay,
                          stage.replay_every, self.basis, tuple(abstain), self.abstention_text, weights)
 
