@@ -28,8 +28,14 @@ def stage_table(metrics: dict[str, Any]) -> Table:
             if s < len(metrics["knowledge_acquired_trained"]) else "-"
         t.add_row(str(s), *(str(counts[c]) for c in CATEGORIES), _pct(metrics["test_accuracy_per_stage"][s]),
                   f"{metrics['knowledge_acquired'][s]:+d}", split, str(metrics["forgotten"][s]),
-                  f"{rec.get('n_selected', 0)}+{rec.get('n_replay', 0)} replay" if s else "-")
+                  _trained_on(rec) if s else "-")
     return t
+
+
+def _trained_on(rec: dict[str, Any]) -> str:
+    """n_selected+n_replay replay, with the questions trained to abstain between them when there are any."""
+    abstain = f"{rec['n_abstain']} abstain+" if rec.get("n_abstain") else ""
+    return f"{rec.get('n_selected', 0)}+{abstain}{rec.get('n_replay', 0)} replay"
 
 
 def transition_table(matrix: list[list[int]], stage: int) -> Table:
