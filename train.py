@@ -23,9 +23,11 @@ from gradual_lightning.probing.cache import ProbeCache
 from gradual_lightning.probing.cache import default_cache_dir as probe_cache_dir
 from gradual_lightning.probing.config import ProbeConfig
 from gradual_lightning.probing.mastery import MasteryThresholds
+from gradual_lightning.probing.matching import is_correct
 from gradual_lightning.probing.prober import Prober
 from gradual_lightning.provenance import run_record
 from gradual_lightning.quiet import quiet_libraries
+from gradual_lightning.records import SPLITS, QASplits
 from gradual_lightning.report import FAILED_FILE, record_failure
 from gradual_lightning.training.checkpoint import run_identity
 from gradual_lightning.training.ledger import KnowledgeLedger
@@ -84,6 +86,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
 
     data = load_data(cfg.data)
+    if schedule.abstains:
+        check_abstention_text(schedule, data, eval_cfg.match)
     lm = load_model(cfg.model)
     record = run_record(cfg, seed=cfg.seed, data_fingerprint=data.fingerprint(), model_fingerprint=lm.fingerprint)
     main_process = rank_zero_only.rank == 0  # under trainer=ddp every rank runs this script; one writes
@@ -109,7 +113,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
                     model_fingerprint=lm.fingerprint,
                     cache=ProbeCache(probe_cache_dir(cfg.paths.cache_dir)) if cfg.cache else None,
                     progress=cfg.progress)
-    ledger = KnowledgeLedger([r.id for r in data.train], seed=cfg.seed)
+    ledger = KnowledgeLedger([r.id for r in data.train], seed=cfg.seed, abstention_text=schedule.abstention_text)
     identity = run_identity(record["config"], schedule, record["data_fingerprint"], lm.fingerprint)
     stage_cache = StageCache(stage_cache_dir(cfg.paths.cache_dir), run_context(identity, record["config"])) \
         if cfg.stage_cache else None
@@ -126,6 +130,17 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     tracking.log_summary(loggers, metrics)
     print_summary(metrics, out_dir)
     return metrics
+
+
+def check_abstention_text(schedule: Schedule, data: QASplits, match: str) -> None:
+    """A schedule that trains abstention needs a text no question accepts as its answer: otherwise abstaining would
+    score as correct (and a gold answer would be trained as an abstention)."""
+    for split in SPLITS:
+        for q in data[split]:
+            if is_correct(schedule.abstention_text, q.answers, match):
+                raise ConfigError(f"schedule.abstention_text={schedule.abstention_text!r} is a correct answer to "
+                                  f"{split} question {q.id!r} (answers {list(q.answers)!r}, probe.match={match}): "
+                                  "abstaining would count as correct; choose another abstention_text")
 
 
 def _command_line_overrides() -> list[str]:

@@ -71,3 +71,36 @@ def test_shard_batches_splits_the_plan_evenly_across_ranks():
     assert {i for shard in shards for b in shard for i in b} == set(range(9))  # every batch runs somewhere
     assert [len(shard_batches([[0]], r, 3)) for r in range(3)] == [1, 1, 1]  # fewer batches than ranks
     assert shard_batches(plan, 0, 1) is plan
+
+
+def test_abstaining_questions_train_on_the_abstention_text_and_weights_reach_the_batches(tokenizer):
+    dm = _dm(batch_size=8)
+    dm.connect(tokenizer, max_length=64)
+    selected = tuple(q for q in BASE if BASE[q] == "MaybeKnown")
+    abstain = tuple(q for q in BASE if BASE[q] == "Unknown")
+    weights = {q: (2.0 if BASE[q] == "MaybeKnown" else 0.5) for q in selected + abstain}
+    dm.set_partition(Partition(0, selected, abstain_ids=abstain, abstention_text="No idea", weights=weights))
+    plan = [q for b in dm.epoch_plan(0) for q in b]
+    seen = {}
+    for ids, batch in zip(dm.epoch_plan(0), dm.train_dataloader()):
+        assert batch["weights"].tolist() == [weights[q] for q in ids]
+        for q, labels in zip(ids, batch["labels"]):
+            seen[q] = tokenizer.decode([t for t in labels.tolist() if t != -100])
+    assert set(plan) == set(seen) == set(selected + abstain)
+    assert all(seen[q] == " No idea\n" for q in abstain)
+    assert all(seen[q] == f" Land{q[1:]}\n" for q in selected)  # gold answers for the rest
+    # the next stage without abstention gets the gold answers back (the encodings are cached per answer)
+    dm.set_partition(Partition(1, abstain))
+    batch = next(iter(dm.train_dataloader()))
+    assert "weights" not in batch
+    assert all(tokenizer.decode([t for t in labels.tolist() if t != -100]) != " No idea\n"
+               for labels in batch["labels"])
+
+
+def test_an_abstention_text_longer_than_max_length_or_unweighted_questions_fail(tokenizer):
+    dm = _dm()
+    dm.connect(tokenizer, max_length=24)  # every gold answer fits
+    with pytest.raises(ValueError, match=r"max_length=24: 2 of 2 abstaining \(answer 'I really.*'\) questions"):
+        dm.set_partition(Partition(0, (), abstain_ids=("q0", "q1"), abstention_text="I really " * 8 + "do not know"))
+    with pytest.raises(ValueError, match="2 have no weight"):
+        dm.set_partition(Partition(0, ("q0", "q1", "q2"), weights={"q0": 1.0}))

@@ -214,3 +214,90 @@ def test_curriculum_by_latest_probe_follows_what_the_model_knows_now():
     assert set(parts[1].selected_ids) == {q for q in IDS if NOW[q] == "HighlyKnown"} and "q1" in parts[1].selected_ids
     assert set(parts[2].selected_ids) == {q for q in IDS if later[q] == "Unknown"} and "q3" not in parts[2].selected_ids
     assert [p.selected_from_probe for p in parts] == [0, 1, 2]
+def test_abstain_categories_add_their_questions_with_the_abstention_text():
+    ledger = KnowledgeLedger(IDS, abstention_text="No idea")
+    ledger.record_base(BASE, TEST, {})
+    part = ledger.select(Stage(categories=("MaybeKnown",), abstain_categories=("Unknown",), replay_ratio=0.2))
+    unknown = tuple(q for q in IDS if BASE[q] == "Unknown")
+    assert part.selected_ids == tuple(q for q in IDS if BASE[q] == "MaybeKnown") and part.abstain_ids == unknown
+    assert part.answers() == dict.fromkeys(unknown, "No idea")
+    assert not set(part.replay_pool_ids) & set(unknown)
+    plan = part.epoch_plan(0, seed=7, batch_size=4)
+    assert set(unknown) <= {q for b in plan for q in b} and sum(map(len, plan)) == 10 + 10 + 2
+    assert part.summary()["n_abstain"] == 10
+    # select=all: the abstaining questions are taken out of the gold-answer selection
+    everything = ledger.select(Stage(select="all", abstain_categories=("Unknown",)))
+    assert everything.abstain_ids == unknown and not set(everything.selected_ids) & set(unknown)
+    assert len(everything.selected_ids) == 30
+    # an abstaining stage alone trains something even when its selection is empty
+    only = ledger.select(Stage(categories=("MaybeKnown",), base_categories=("Unknown",),
+                               abstain_categories=("Unknown",)))
+    assert not only.selected_ids and only and only.abstain_ids == unknown
+
+
+def test_previous_reuses_the_abstentions_and_the_state_round_trips():
+    ledger = _ledger()
+    stage = Stage(categories=("MaybeKnown",), abstain_categories=("Unknown",))
+    first = _run(ledger, stage, NOW)
+    again = ledger.select(Stage(select="previous", index=1))
+    assert again.abstain_ids == first.abstain_ids and again.selected_ids == first.selected_ids
+    assert set(first.abstain_ids) <= ledger.trained_ids  # abstentions are trained on
+    state = ledger.state_dict()
+    assert OmegaConf.to_container(OmegaConf.create(state)) == state
+    fresh = KnowledgeLedger(IDS)
+    fresh.load_state_dict(state)
+    assert fresh.stages[0].partition == first and fresh.metrics() == ledger.metrics()
+
+
+def _p_values(ids):
+    return {q: [i / 40, None if i % 8 == 1 else 0.5] for i, q in enumerate(ids)}  # half the MaybeKnown unsampled
+
+
+def test_loss_weights_from_the_probe_the_stage_selects_from():
+    ledger = _ledger()
+    ledger.base_pool_p = _p_values(IDS)
+    weights = {"HighlyKnown": 0.5, "MaybeKnown": 2.0, "WeaklyKnown": 1.0, "Unknown": 0.0}
+    part = ledger.select(Stage(select="all", loss_weights={"by": "category", "weights": weights}))
+    assert part.weights == {q: weights[BASE[q]] for q in IDS}
+    by_p = ledger.select(Stage(categories=("MaybeKnown",), replay_ratio=0.2,
+                               loss_weights={"by": "p_greedy", "a": 1.0, "b": 2.0}))
+    assert set(by_p.weights) == set(by_p.selected_ids) | set(by_p.replay_pool_ids)  # replay draws are weighed too
+    assert by_p.weights["q5"] == 1.0 + 2.0 * 5 / 40
+    assert ledger.select(Stage(categories=("MaybeKnown",))).weights is None
+    # a re-probing stage weighs by the new probe's values
+    _run(ledger, Stage(categories=("MaybeKnown",)), NOW)
+    ledger.stages[-1].pool_p = {q: [1.0, None] for q in IDS}
+    after = ledger.select(Stage(categories=("MaybeKnown",), reprobe=True, index=1,
+                                loss_weights={"by": "p_greedy", "a": 1.0, "b": 2.0}))
+    assert set(after.weights.values()) == {3.0}
+
+
+def test_loss_weights_fail_naming_the_stage_when_values_are_missing_or_all_zero():
+    from gradual_lightning.training.schedules import ScheduleError
+
+    ledger = _ledger()
+    ledger.base_pool_p = _p_values(IDS)
+    with pytest.raises(ScheduleError, match=r"stage 0, field 'loss_weights': by=p_sampled .* 5 of 10 have none"):
+        ledger.select(Stage(categories=("MaybeKnown",), loss_weights={"by": "p_sampled", "b": 1.0}))
+    with pytest.raises(ScheduleError, match="every one of the stage's 10 questions weighs 0"):
+        ledger.select(Stage(categories=("Unknown",), loss_weights={"by": "category", "weights": {"Unknown": 0}}))
+
+
+def test_abstention_metrics_by_base_category():
+    ledger = KnowledgeLedger(IDS)
+    ledger.record_base(BASE, TEST, {"t0": True, "t1": False, "t2": False},
+                       test_answers={"t0": "Paris", "t1": "Rome", "t2": "Oslo"})
+    stage = Stage(categories=("MaybeKnown",), abstain_categories=("Unknown",))
+    part = ledger.select(stage)
+    ledger.record(stage, part, pool=NOW, test_correct={"t0": True, "t1": False, "t2": False}, trained_ids=set(),
+                  test_answers={"t0": "Paris", "t1": "Lyon", "t2": "I don't know."})
+    m = ledger.metrics()
+    assert m["test_abstention_rate_per_stage"] == [0.0, pytest.approx(1 / 3)]
+    assert m["test_hallucination_rate_per_stage"] == [pytest.approx(2 / 3), pytest.approx(1 / 3)]
+    assert m["test_abstention_by_base_category"] == {"HighlyKnown": 0.0, "MaybeKnown": 0.0, "Unknown": 1.0}
+    assert m["test_hallucination_by_base_category"] == {"HighlyKnown": 0.0, "MaybeKnown": 1.0, "Unknown": 0.0}
+    assert m["test_accuracy_answered"] == 0.5 and m["abstention_text"] == "I don't know"
+    # a ledger without answers (a checkpoint from before answers were kept) has no rates, and no error
+    old = _ledger()
+    _run(old, Stage(categories=("MaybeKnown",)), NOW)
+    assert old.metrics()["test_abstention_rate"] is None and old.metrics()["test_hallucination_rate"] is None

@@ -40,3 +40,25 @@ def test_normalize_steps_are_idempotent_and_order_free_of_surprises():
 def test_unknown_match_mode_is_an_error():
     with pytest.raises(ValueError, match="probe.match='fuzzy'"):
         is_correct("Paris", ["Paris"], "fuzzy")
+
+
+@pytest.mark.parametrize("prediction, expected", [
+    ("I don't know", True),
+    ("I don't know.", True),              # punctuation
+    ("i DON’T know\nQ: next question", True),  # case, curly apostrophe, first line only
+    ("I dont know", False),               # the apostrophe is a space after normalising: "i don t know"
+    ("I don't know Paris", False),        # more than the abstention
+    ("Paris", False),
+    ("", False),
+])
+def test_is_abstention_normalises_like_answers(prediction, expected):
+    from gradual_lightning.probing.matching import is_abstention
+
+    assert is_abstention(prediction) is expected
+    assert is_abstention(prediction, "No idea") is False
+    assert is_abstention("no idea!", "No idea") is True
+
+
+def test_an_abstention_is_not_a_correct_answer_unless_an_alias_is_the_abstention():
+    assert not is_correct("I don't know", US, "exact") and not is_correct("I don't know", US, "contains")
+    assert is_correct("I don't know", ["Know"], "contains")  # what train.py refuses for an abstaining schedule

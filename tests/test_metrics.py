@@ -94,3 +94,26 @@ def test_mean_ci():
     assert one[0] == 0.4 and math.isnan(one[1]) and math.isnan(one[2])
     with pytest.raises(ValueError):
         m.mean_ci([])
+
+
+def test_abstained_hallucinated_and_answered_accuracy_partition_the_answers():
+    answers = {"a": "Paris", "b": "I don't know.", "c": "Lyon", "d": "i don't know", "e": "Rome", "f": "Oslo"}
+    correct = {"a": True, "b": False, "c": True, "d": False, "e": False, "f": False}
+    abstained = m.abstained(answers, correct, "I don't know")
+    assert abstained == {"a": False, "b": True, "c": False, "d": True, "e": False, "f": False}
+    hallucinated = m.hallucinated(correct, abstained)
+    assert hallucinated == {"a": False, "b": False, "c": False, "d": False, "e": True, "f": True}
+    assert all(correct[q] + abstained[q] + hallucinated[q] == 1 for q in answers)  # exactly one outcome each
+    assert m.accuracy(list(abstained.values())) == pytest.approx(2 / 6)
+    assert m.accuracy_by_category(abstained, BASE) == {"HighlyKnown": 0.5, "MaybeKnown": 0.5, "WeaklyKnown": 0.0,
+                                                       "Unknown": 0.0}
+    assert m.accuracy_by_category(hallucinated, BASE) == {"HighlyKnown": 0.0, "MaybeKnown": 0.0, "WeaklyKnown": 1.0,
+                                                          "Unknown": 1.0}
+    assert m.accuracy_answered(correct, abstained) == 0.5  # 2 correct of the 4 answered
+    assert m.accuracy_answered({"b": False}, {"b": True}) is None  # nothing answered
+
+
+def test_a_correct_answer_equal_to_the_abstention_text_counts_as_correct():
+    abstained = m.abstained({"x": "I don't know", "y": "I don't know"}, {"x": True, "y": False}, "I don't know")
+    assert abstained == {"x": False, "y": True}
+    assert m.abstained({"x": "I don't know"}, {}, "I don't know") == {}  # only scored questions

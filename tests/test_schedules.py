@@ -1,5 +1,6 @@
 """Schedule validation: every mistake names the schedule, stage, field and bad value; every preset validates."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,62 @@ def test_weakly_known_from_a_greedy_reprobe_is_refused():
     weakly = OmegaConf.load(CONF / "schedule" / "category.yaml")
     weakly.category = "WeaklyKnown"
     check_reprobe_sees(from_config(weakly), 0)  # stage 0 selects from the base probe
+def test_abstain_categories_validation():
+    msg = _err(_schedule({"categories": ["MaybeKnown"], "abstain_categories": ["Unknwon"]}))
+    assert "stage 0" in msg and "'abstain_categories'" in msg and "'Unknwon'" in msg
+    msg = _err(_schedule({"categories": ["MaybeKnown", "Unknown"], "abstain_categories": ["Unknown"]}))
+    assert "'abstain_categories'" in msg and "['Unknown'] are also in categories" in msg
+    msg = _err(_schedule({"categories": ["MaybeKnown"]}, {"select": "previous", "abstain_categories": ["Unknown"]}))
+    assert "stage 1" in msg and "'abstain_categories'" in msg and "select=previous" in msg
+    assert "'abstain_categories'" in _err(_schedule({"categories": ["MaybeKnown"], "abstain_categories": []}))
+    ok = from_config(_schedule({"select": "all", "abstain_categories": ["Unknown", "WeaklyKnown"]}))
+    assert ok.stages[0].abstain_categories == ("Unknown", "WeaklyKnown") and ok.abstains
+    assert not from_config(_schedule({"categories": ["MaybeKnown"]})).abstains
+
+
+@pytest.mark.parametrize("text", ["", "...", "I don't\nknow", 3])
+def test_abstention_text_must_be_one_line_with_words(text):
+    msg = _err(_schedule({"categories": ["MaybeKnown"]}, abstention_text=text))
+    assert "'mine'" in msg and "'abstention_text'" in msg
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"by": "categry"}, "'by' must be one of"),
+    ({"weights": {"MaybeKnown": 2.0}}, "'by' must be one of"),
+    ({"by": "category", "weights": {"MaybeKnwon": 2.0}}, "unknown category 'MaybeKnwon'"),
+    ({"by": "category", "weights": {"MaybeKnown": -1.0}}, "weight of MaybeKnown must be a number >= 0, got -1.0"),
+    ({"by": "category", "weights": {"MaybeKnown": "2"}}, "weight of MaybeKnown must be a number"),
+    ({"by": "category", "weights": {c: 0 for c in ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")}},
+     "every category weighs 0"),
+    ({"by": "category"}, "needs 'weights'"),
+    ({"by": "category", "weights": {"MaybeKnown": 2.0}, "a": 1.0}, r"unknown key\(s\) \['a'\]"),
+    ({"by": "p_greedy", "a": -0.5, "b": 1.0}, "must be >= 0 for every P"),
+    ({"by": "p_sampled", "a": 1.0, "b": -2.0}, "must be >= 0 for every P"),
+    ({"by": "p_greedy", "a": 0, "b": 0}, "every question weighs 0"),
+    ({"by": "p_greedy", "b": True}, "'b' must be a number"),
+    ([1, 2], "must be a mapping"),
+])
+def test_loss_weights_validation_names_schedule_stage_and_field(weights, message):
+    msg = _err(_schedule({"categories": ["MaybeKnown"]}, {"categories": ["MaybeKnown"], "loss_weights": weights}))
+    assert "'mine'" in msg and "stage 1" in msg and "'loss_weights'" in msg
+    assert re.search(message, msg), msg
+
+
+def test_loss_weights_map_categories_and_p_values():
+    s = from_config(_schedule({"select": "all", "loss_weights": {"by": "category", "weights": {"MaybeKnown": 2.0}}},
+                              {"select": "all", "loss_weights": {"by": "p_greedy", "a": 0.5, "b": 2}}))
+    by_category, by_p = s.stages[0].loss_weights, s.stages[1].loss_weights
+    assert [by_category.weight(c, None, None) for c in ("HighlyKnown", "MaybeKnown", "Unknown")] == [1.0, 2.0, 1.0]
+    assert by_p.weight("Unknown", 0.0, None) == 0.5 and by_p.weight("HighlyKnown", 1.0, None) == 2.5
+    sampled = from_config(_schedule({"select": "all", "loss_weights": {"by": "p_sampled", "b": 1.0}})).stages[0]
+    assert sampled.loss_weights.weight("Unknown", 0.0, 0.25) == 1.25
+    assert sampled.loss_weights.weight("MaybeKnown", 0.5, None) is None  # not sampled: the ledger refuses it
+    assert hash(s.stages[0]) is not None  # a Stage stays hashable with its weights
+
+
+def test_new_fields_round_trip_through_to_dict():
+    for name in ("abstain", "weighted"):
+        s = from_config(OmegaConf.load(CONF / "schedule" / f"{name}.yaml"))
+        d = s.to_dict()
+        assert OmegaConf.to_container(OmegaConf.create(d)) == d and from_config(d) == s
+    assert from_config(OmegaConf.load(CONF / "schedule" / "abstain.yaml")).abstention_text == "I don't know"

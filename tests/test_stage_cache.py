@@ -115,7 +115,8 @@ def test_the_cache_lives_under_paths_cache_dir_unless_the_variable_names_it(tmp_
 def _result(value: float, run_dir: str = "run") -> StageResult:
     return StageResult(trainable_state={"w": torch.full((2, 2), value)},
                        pool_rows=[{"id": "q1", "category": "Unknown"}], test_correct={"t1": True},
-                       trained_ids=["q1"], dev={"dev_accuracy": 0.5}, rng=rng_states(), run_dir=run_dir, wall_s=1.25)
+                       test_answers={"t1": "Oslo"}, trained_ids=["q1"], dev={"dev_accuracy": 0.5}, rng=rng_states(),
+                       run_dir=run_dir, wall_s=1.25)
 
 
 def _contend(directory, marks, name, barrier, queue):

@@ -125,6 +125,58 @@ def test_a_tiny_run_writes_every_file_of_a_run(cfg_train):
     assert (out / "checkpoints/last.pt").is_file() and (out / "adapter/adapter_config.json").is_file()
 
 
+def test_a_tiny_abstain_run_trains_the_unknown_questions_to_abstain_and_reports_hallucination(make_cfg_train,
+                                                                                               tmp_path, capsys):
+    """schedule=abstain on the tiny model, which knows nothing: nothing is MaybeKnown, every pool question is Unknown,
+    so the stage trains every question on the abstention text (and only on it)."""
+    import train
+
+    out = tmp_path / "run"
+    metrics = train.run(make_cfg_train("schedule=abstain", output_dir=out), out)
+    pool = _ids_in(out / "probe/stage0_pool.jsonl", "Unknown")
+    assert len(pool) == 6
+    assert _read(out / "probe/stage1_selected.json") == {"stage": 1, "selected_from_probe": 0, "selected_ids": [],
+                                                         "abstain_ids": pool, "abstention_text": "I don't know"}
+    assert metrics["stages"][0]["n_abstain"] == 6 and metrics["stages"][0]["n_selected"] == 0
+    for key in ("test_abstention_rate", "test_hallucination_rate"):
+        assert 0.0 <= metrics[key] <= 1.0 and len(metrics[f"{key}_per_stage"]) == 2
+    assert set(metrics["test_hallucination_by_base_category"]) == set(metrics["test_accuracy_by_base_category"])
+    assert metrics["test_accuracy"] + metrics["test_abstention_rate"] + metrics["test_hallucination_rate"] == \
+        pytest.approx(1.0)
+    assert "Test answers after stage 1 by base category" in capsys.readouterr().out
+
+
+def test_an_abstention_text_that_is_a_gold_answer_fails_before_the_model_loads(make_cfg_train, tmp_path,
+                                                                               monkeypatch):
+    import train
+    from gradual_lightning.data import load_data
+
+    cfg = make_cfg_train("schedule=abstain")
+    answer = load_data(cfg.data).test[0].answers[0]
+    cfg.schedule.abstention_text = answer
+    monkeypatch.setattr(train, "load_model", lambda *a, **k: pytest.fail("model loaded before the check"))
+    with pytest.raises(ValueError, match=f"abstention_text={answer!r} is a correct answer to test question"):
+        train.run(cfg, tmp_path / "run")
+
+
+def test_a_tiny_weighted_run_writes_the_weights_and_they_reach_the_loss(make_cfg_train, tmp_path, monkeypatch):
+    """schedule=weighted (whole pool, category weights) with MaybeKnown/Unknown weights made different from the
+    preset's: every batch of the run reaches the loss with its questions' weights (Unknown ones, on the tiny model)."""
+    import train
+    from gradual_lightning.training import module as module_py
+
+    seen = []
+    real = module_py.weighted_loss
+    monkeypatch.setattr(module_py, "weighted_loss", lambda per, w: seen.append(w.tolist()) or real(per, w))
+    out = tmp_path / "run"
+    train.run(make_cfg_train("schedule=weighted", "schedule.stages.0.loss_weights.weights.Unknown=0.25",
+                             output_dir=out), out)
+    selected = _read(out / "probe/stage1_selected.json")
+    assert selected["loss_weights"] == dict.fromkeys(selected["selected_ids"], 0.25)
+    assert seen and all(set(w) == {0.25} for w in seen)
+    assert sum(map(len, seen)) == len(selected["selected_ids"])  # one epoch (debug=smoke): every question once
+
+
 def _crash_in_stage_2(monkeypatch):
     """Make the next run crash as stage 2's fit asks for its data; returns the function that undoes it."""
     from gradual_lightning.training.datamodule import GradualDataModule

@@ -194,3 +194,33 @@ def test_max_length_that_would_cut_answers_fails_before_training(tokenizer):
     dm = GradualDataModule(POOL, dev=POOL[:3], batch_size=3, seed=0)
     with pytest.raises(ValueError, match=r"max_length=8: \d+ of \d+ pool questions are longer"):
         dm.connect(tokenizer, max_length=8)
+
+
+def test_weighted_loss_on_hand_built_logits():
+    import math
+
+    from gradual_lightning.training.module import per_example_loss, weighted_loss
+
+    logits = torch.zeros(2, 4, 3)  # vocabulary of 3: a uniform guess costs log 3 per token
+    logits[1, 1] = torch.tensor([0.0, 0.0, math.log(8.0)])  # example 1 predicts token 2 at step 2 with p = 0.8
+    labels = torch.tensor([[-100, -100, 1, 2],    # example 0: two answer tokens (steps 2 and 3)
+                           [-100, -100, 2, -100]])  # example 1: one answer token, the one it predicts
+    per = per_example_loss(logits, labels)
+    assert per.tolist() == pytest.approx([math.log(3), -math.log(0.8)])  # a mean over each example's own tokens
+    w = torch.tensor([1.0, 3.0])
+    assert weighted_loss(per, w).item() == pytest.approx((math.log(3) - 3 * math.log(0.8)) / 4)
+    assert weighted_loss(per, torch.tensor([0.0, 2.0])).item() == pytest.approx(-math.log(0.8))  # weight 0: ignored
+    assert weighted_loss(per, torch.zeros(2)).item() == 0.0  # nothing to learn from this batch
+    assert torch.isnan(per_example_loss(logits, torch.full((2, 4), -100))).all()  # no answer token: caught upstream
+
+
+def test_batch_weights_reach_the_modules_loss(tokenizer, new_module):
+    module = new_module()
+    examples = [encode_qa(tokenizer, r.question, r.answers[0]) for r in POOL[:3]]
+    batch = collate(examples, pad_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        alone = [module._loss(collate([e], pad_id=tokenizer.pad_token_id)).item() for e in examples]  # HF's own loss
+        assert module._loss({**batch, "weights": torch.tensor([1.0, 0.0, 0.0])}).item() == pytest.approx(alone[0],
+                                                                                                         abs=1e-5)
+        weighted = module._loss({**batch, "weights": torch.tensor([1.0, 2.0, 1.0])}).item()
+    assert weighted == pytest.approx((alone[0] + 2 * alone[1] + alone[2]) / 4, abs=1e-5)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 NORMALIZER_VERSION = 1
 MATCH_MODES = ("exact", "contains")
+ABSTENTION_TEXT = "I don't know"  # what a stage with abstain_categories trains its questions to answer (R-Tuning)
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation + "‘’“”–—"})
@@ -60,3 +61,12 @@ def is_correct(prediction: str, answers: Sequence[str], mode: str = "exact") -> 
         return pred in golds
     padded = f" {pred} "
     return any(f" {g} " in padded for g in golds)
+
+
+def is_abstention(prediction: str, text: str = ABSTENTION_TEXT) -> bool:
+    """True if the prediction is the abstention text, compared after the same normaliser as answers ("I don't
+    know." and "i don’t know" are; "I dont know" and "I don't know Paris" are not). An abstention is a wrong answer
+    wherever correctness is scored; train.py refuses an abstention text that would match some question's gold
+    alias."""
+    wanted = normalize(text)
+    return bool(wanted) and normalize(prediction) == wanted

@@ -3,8 +3,9 @@
 - `probe_base(model)`: the base model, before any stage: pool categories (with sampling), test categories
   (greedy, `probe.num_prompts` prompts) and base test accuracy; the probes go through the cache.
 - `reprobe(model)`: the pool after a stage (`reprobe` settings: greedy only by default).
-- `test_accuracy(model)` / `dev_accuracy(model)`: greedy answers to one fixed, seeded k-shot prompt per question
-  (exemplars from the dev split, never the question itself).
+- `test_answers(model)`: the greedy answer to one fixed, seeded k-shot prompt per test question (exemplars from the
+  dev split, never the question itself); `test_correct(answers)` scores them with the matcher, so a stage decodes its
+  test answers once and gets both. `test_accuracy(model)` / `dev_accuracy(model)`: answers and scores in one call.
 Under DDP every rank probes its shard (`rank`, `world_size`) and all ranks get every result. The model is put in
 eval mode for probing and back afterwards; probing after a stage runs inside `isolate_rng`, so it does not shift the
 training RNG. Probing is decoded by the backend `probe.backend` names (`backend.py`).
@@ -22,6 +23,7 @@ from gradual_lightning.probing.backend import make_backend
 from gradual_lightning.probing.cache import ProbeCache, probe_key
 from gradual_lightning.probing.config import ProbeConfig
 from gradual_lightning.probing.mastery import MasteryThresholds
+from gradual_lightning.probing.matching import is_correct
 from gradual_lightning.probing.runner import ProbeResult, run_probe
 from gradual_lightning.records import QARecord, QASplits
 
@@ -66,6 +68,7 @@ class BaseProbe:
     pool: list[ProbeResult]
     test: list[ProbeResult]
     test_correct: dict[str, bool]
+    test_answers: dict[str, str]
 
 
 class Prober:
@@ -88,22 +91,35 @@ class Prober:
         """Stage 0: categories of the pool (with sampling) and of the test set, plus base test accuracy."""
         pool = self._probe(model, self.data.train, self.exemplars, self.pool_probe, "base probe pool", cached=True)
         test = self._probe(model, self.data.test, self.data.dev, self.eval_probe, "base probe test", cached=True)
-        return BaseProbe(pool, test, self.test_accuracy(model, desc="base test accuracy"))
+        answers = self.test_answers(model, desc="base test accuracy")
+        return BaseProbe(pool, test, self.test_correct(answers), answers)
 
     def reprobe(self, model, *, desc: str = "re-probe pool", rank: int = 0, world_size: int = 1) -> list[ProbeResult]:
         """The pool's categories with the model as it is now (fine-tuned: never cached)."""
         return self._probe(model, self.data.train, self.exemplars, self.reprobe_cfg, desc, rank=rank,
                            world_size=world_size)
 
+    def test_answers(self, model, *, desc: str = "test accuracy", rank: int = 0,
+                     world_size: int = 1) -> dict[str, str]:
+        return self._answers(model, self.data.test, desc, rank=rank, world_size=world_size, progress=self.progress)
+
+    def test_correct(self, answers: dict[str, str]) -> dict[str, bool]:
+        """Test question id -> whether its answer (from `test_answers`) is correct."""
+        return self._score(self.data.test, answers)
+
     def test_accuracy(self, model, *, desc: str = "test accuracy", rank: int = 0,
                       world_size: int = 1) -> dict[str, bool]:
-        return self._correct(model, self.data.test, desc, rank=rank, world_size=world_size, progress=self.progress)
+        return self.test_correct(self.test_answers(model, desc=desc, rank=rank, world_size=world_size))
 
     def dev_accuracy(self, model, *, desc: str = "dev") -> dict[str, bool]:
-        return self._correct(model, self.data.dev, desc)
+        return self._score(self.data.dev, self._answers(model, self.data.dev, desc))
 
-    def _correct(self, model, questions, desc, *, rank=0, world_size=1, progress=False) -> dict[str, bool]:
-        """question id -> whether the greedy answer to its fixed k-shot prompt is correct."""
+    def _score(self, questions: Sequence[QARecord], answers: dict[str, str]) -> dict[str, bool]:
+        match = accuracy_config(self.eval_probe).match
+        return {q.id: is_correct(answers[q.id], q.answers, match) for q in questions if q.id in answers}
+
+    def _answers(self, model, questions, desc, *, rank=0, world_size=1, progress=False) -> dict[str, str]:
+        """question id -> the greedy answer to its fixed k-shot prompt."""
         if not questions:
             return {}
         cfg = accuracy_config(self.eval_probe)
@@ -117,4 +133,4 @@ class Prober:
                                     progress=progress, rank=rank, world_size=world_size)
         finally:
             model.train(was_training)
-        return {r.id: r.p_greedy == 1.0 for r in results}
+        return {r.id: r.greedy[0] for r in results}

@@ -3,6 +3,8 @@
 A stage's training set = the pool questions the ledger selected plus replay questions drawn afresh each epoch (or
 each batch) with a seed derived from (seed, stage, epoch) (`Partition.epoch_plan`), so a resumed run sees exactly
 the same batches. The module holds no selection state of its own: the recipe hands it each stage's partition.
+The partition also says which questions train on the abstention text instead of their gold answer
+(`Partition.answers()`) and each question's loss weight (`Partition.weights`, served as a batch's `weights`).
 """
 
 from __future__ import annotations
@@ -37,28 +39,39 @@ def encode_qa(tokenizer: Any, question: str, answer: str, max_length: int | None
     return {"input_ids": ids, "labels": labels}
 
 
-def collate(examples: Sequence[Mapping[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad: input_ids with `pad_id`, labels with -100, attention_mask 0 on padding."""
+def collate(examples: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad: input_ids with `pad_id`, labels with -100, attention_mask 0 on padding; examples that carry a
+    `weight` give the batch its `weights` (one float per example)."""
     ids, mask = pad_batch([e["input_ids"] for e in examples], pad_id, "right")
     labels, _ = pad_batch([e["labels"] for e in examples], -100, "right")
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if examples and "weight" in examples[0]:
+        batch["weights"] = torch.tensor([float(e["weight"]) for e in examples], dtype=torch.float32)
+    return batch
 
 
 class _QADataset(Dataset):
-    """Records encoded on first use (the pool can be large; a stage touches only part of it)."""
+    """Records encoded on first use (the pool can be large; a stage touches only part of it). `answers` replaces
+    some questions' gold answer (abstention), `weights` adds each example's loss weight: both are the current
+    partition's, set before each epoch's dataloader."""
 
     def __init__(self, records: Sequence[QARecord], tokenizer: Any, max_length: int | None) -> None:
         self.records, self.tokenizer, self.max_length = list(records), tokenizer, max_length
-        self._cache: dict[int, dict[str, list[int]]] = {}
+        self.answers: Mapping[str, str] = {}
+        self.weights: Mapping[str, float] | None = None
+        self._cache: dict[tuple[int, str], dict[str, list[int]]] = {}
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict[str, list[int]]:
-        if i not in self._cache:
-            r = self.records[i]
-            self._cache[i] = encode_qa(self.tokenizer, r.question, r.answer, self.max_length)
-        return self._cache[i]
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        r = self.records[i]
+        answer = self.answers.get(r.id, r.answer)
+        if (i, answer) not in self._cache:
+            self._cache[i, answer] = encode_qa(self.tokenizer, r.question, answer, self.max_length)
+        if self.weights is None:
+            return self._cache[i, answer]
+        return {**self._cache[i, answer], "weight": self.weights[r.id]}
 
 
 class _FixedBatches(Sampler):
@@ -124,13 +137,17 @@ class GradualDataModule(pl.LightningDataModule):
         """Fail before training when max_length would cut answers off (the loss would train on a truncated answer,
         or be NaN with every answer token gone)."""
         for split, records in (("pool", self.pool), ("dev", self.dev)):
-            lengths = {r.id: len(encode_qa(self.tokenizer, r.question, r.answer)["input_ids"]) for r in records}
-            over = {q: n for q, n in lengths.items() if n > self.max_length}
-            if over:
-                worst = max(over, key=over.get)
-                raise ValueError(f"max_length={self.max_length}: {len(over)} of {len(records)} {split} questions are "
-                                 f"longer with their answer (up to {over[worst]} tokens, e.g. {worst!r}), so training "
-                                 f"would cut their answers off; set max_length={over[worst]} or more")
+            self._check_answers(records, {}, split)
+
+    def _check_answers(self, records: Sequence[QARecord], answers: Mapping[str, str], what: str) -> None:
+        lengths = {r.id: len(encode_qa(self.tokenizer, r.question, answers.get(r.id, r.answer))["input_ids"])
+                   for r in records}
+        over = {q: n for q, n in lengths.items() if n > self.max_length}
+        if over:
+            worst = max(over, key=over.get)
+            raise ValueError(f"max_length={self.max_length}: {len(over)} of {len(records)} {what} questions are "
+                             f"longer with their answer (up to {over[worst]} tokens, e.g. {worst!r}), so training "
+                             f"would cut their answers off; set max_length={over[worst]} or more")
 
     def _dataset(self, split: str) -> _QADataset:
         if self.tokenizer is None:
@@ -142,9 +159,18 @@ class GradualDataModule(pl.LightningDataModule):
 
     # ---- the stage -----------------------------------------------------------------------------------------------
     def set_partition(self, partition: Partition) -> None:
-        unknown = [q for q in (*partition.selected_ids, *partition.replay_pool_ids) if q not in self.index]
+        unknown = [q for q in (*partition.train_ids, *partition.replay_pool_ids) if q not in self.index]
         if unknown:
             raise ValueError(f"the partition names {len(unknown)} ids not in the pool (e.g. {unknown[0]!r})")
+        if partition.weights is not None:
+            replay = partition.replay_pool_ids if partition.n_replay else ()
+            unweighted = [q for q in (*partition.train_ids, *replay) if q not in partition.weights]
+            if unweighted:
+                raise ValueError(f"the partition weighs its questions but {len(unweighted)} have no weight "
+                                 f"(e.g. {unweighted[0]!r})")
+        if partition.abstain_ids and self.max_length is not None and self.tokenizer is not None:
+            self._check_answers([self.pool[self.index[q]] for q in partition.abstain_ids], partition.answers(),
+                                f"abstaining (answer {partition.abstention_text!r})")
         self.partition = partition
 
     def epoch_plan(self, epoch: int) -> list[list[str]]:
@@ -160,10 +186,12 @@ class GradualDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         plan = self.epoch_plan(self._current_epoch())
         batches = [[self.index[q] for q in batch] for batch in plan]
+        dataset = self._dataset("pool")
+        dataset.answers, dataset.weights = self.partition.answers(), self.partition.weights
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:  # every rank plans the same epoch and runs its share
             batches = shard_batches(batches, trainer.global_rank, trainer.world_size)
-        return DataLoader(self._dataset("pool"), batch_sampler=_FixedBatches(batches), num_workers=self.num_workers,
+        return DataLoader(dataset, batch_sampler=_FixedBatches(batches), num_workers=self.num_workers,
                           collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id))
 
     def _eval_loader(self, split: str) -> DataLoader | list:

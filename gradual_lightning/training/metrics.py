@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
 from gradual_lightning.categories import CATEGORIES, Category
+from gradual_lightning.probing.matching import is_abstention
 
 
 def _check(categories: Iterable[str]) -> None:
@@ -20,18 +21,37 @@ def _check(categories: Iterable[str]) -> None:
 
 
 def accuracy(correct: Sequence[bool]) -> float | None:
-    """Share of True; None when there is nothing to score (so an empty subset is not reported as 0%)."""
+    """Share of True; None when there is nothing to score (so an empty subset is not reported as 0%). Also the rate
+    of any other per-question flag (abstained, hallucinated)."""
     return sum(map(bool, correct)) / len(correct) if len(correct) else None
 
 
 def accuracy_by_category(correct_by_id: Mapping[str, bool], base_category_by_id: Mapping[str, str]) -> dict:
-    """Accuracy per base-model category, for the categories present among the scored questions (CATEGORIES order)."""
+    """Accuracy per base-model category, for the categories present among the scored questions (CATEGORIES order);
+    as `accuracy`, the rate of any per-question flag."""
     groups: dict[str, list[bool]] = {}
     for qid, ok in correct_by_id.items():
         if qid in base_category_by_id:
             groups.setdefault(base_category_by_id[qid], []).append(ok)
     _check(groups)
     return {c: accuracy(groups[c]) for c in CATEGORIES if c in groups}
+
+
+def abstained(answers_by_id: Mapping[str, str], correct_by_id: Mapping[str, bool], text: str) -> dict[str, bool]:
+    """Per question answered (and scored): whether the answer is the abstention `text` (`matching.is_abstention`) and
+    not correct. A correct answer equal to the text (a gold alias equal to it; train.py refuses such data for
+    schedules that train abstention) counts as correct, so correct, abstained and hallucinated never overlap."""
+    return {q: is_abstention(a, text) and not correct_by_id[q] for q, a in answers_by_id.items() if q in correct_by_id}
+
+
+def hallucinated(correct_by_id: Mapping[str, bool], abstained_by_id: Mapping[str, bool]) -> dict[str, bool]:
+    """Per question (those in both): a hallucination is a wrong answer that is not an abstention."""
+    return {q: not ok and not abstained_by_id[q] for q, ok in correct_by_id.items() if q in abstained_by_id}
+
+
+def accuracy_answered(correct_by_id: Mapping[str, bool], abstained_by_id: Mapping[str, bool]) -> float | None:
+    """Accuracy among the questions answered (not abstained), R-Tuning's precision; None when all abstained."""
+    return accuracy([ok for q, ok in correct_by_id.items() if q in abstained_by_id and not abstained_by_id[q]])
 
 
 def retention(correct_by_id: Mapping[str, bool], base_category_by_id: Mapping[str, str]) -> float | None:

@@ -86,6 +86,24 @@ def warmup_lr_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, kind
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each example's mean next-token cross-entropy over its label tokens (labels -100 are ignored), shape (batch,):
+    the causal-LM loss of one example, as the model's own loss computes it for a whole batch. NaN for an example with
+    no label token (training stops on it: see training_step)."""
+    target = labels[:, 1:]
+    batch, steps = target.shape
+    tokens = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(batch * steps, -1), target.reshape(-1),
+                                               ignore_index=-100, reduction="none").view(batch, steps)
+    return tokens.sum(1) / (target != -100).sum(1)
+
+
+def weighted_loss(per_example: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_i w_i * loss_i / sum_i w_i over the batch (`loss_weights.py`): each example counts by its weight, not by
+    its number of answer tokens. A batch whose weights are all 0 gives loss 0 (nothing to learn from it)."""
+    weights = weights.to(per_example.dtype)
+    return (weights * per_example).sum() / weights.sum().clamp_min(torch.finfo(per_example.dtype).tiny)
+
+
 def _plain(x: Any) -> Any:
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -199,7 +217,13 @@ class CausalLMModule(pl.LightningModule):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
 
     def _loss(self, batch) -> torch.Tensor:
-        return self(batch["input_ids"], batch["attention_mask"], self._labels(batch)).loss
+        """The model's own loss (mean over the batch's label tokens); with per-example `weights` in the batch (a
+        stage with loss_weights), the weighted mean of per-example losses instead."""
+        labels = self._labels(batch)
+        if "weights" not in batch:
+            return self(batch["input_ids"], batch["attention_mask"], labels).loss
+        logits = self(batch["input_ids"], batch["attention_mask"]).logits
+        return weighted_loss(per_example_loss(logits, labels), batch["weights"])
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)

@@ -61,7 +61,8 @@ def run_schedule(schedule: Schedule, module: CausalLMModule, dm: GradualDataModu
         if not ledger.has_base:  # what the base model knows
             base = prober.probe_base(module.hf_model)
             ledger.record_base({r.id: r.category for r in base.pool}, {r.id: r.category for r in base.test},
-                               base.test_correct)
+                               base.test_correct, pool_p=_p_values([r.to_dict() for r in base.pool]),
+                               test_answers=base.test_answers)
             run_files.write_base(out_dir, base.pool, base.test)
 
         partition = ledger.select(stage)
@@ -95,8 +96,8 @@ def run_schedule(schedule: Schedule, module: CausalLMModule, dm: GradualDataModu
 
         rows = result.pool_rows
         ledger.record(stage, partition, pool={r["id"]: r["category"] for r in rows}, test_correct=result.test_correct,
-                      trained_ids=result.trained_ids, dev=result.dev,
-                      reused_from=result.reused_record(key) if reused else None)
+                      trained_ids=result.trained_ids, dev=result.dev, pool_p=_p_values(rows),
+                      test_answers=result.test_answers, reused_from=result.reused_record(key) if reused else None)
         run_files.write_stage(out_dir, ledger, rows)
         run_files.log_stage(loggers, ledger, rows)
         stage_states.append(module.trainable_state())
@@ -130,10 +131,11 @@ def _train_stage(stage: Stage, partition: Partition, module: CausalLMModule, dm:
         log.info("stage %d re-probe: rank %d of %d probes its shard of %d pool questions", s, shard["rank"],
                  shard["world_size"], len(ledger.pool_ids))
     pool = prober.reprobe(module.hf_model, desc=f"stage {s} re-probe pool", **shard)
-    correct = prober.test_accuracy(module.hf_model, desc=f"stage {s} test accuracy", **shard)
+    answers = prober.test_answers(module.hf_model, desc=f"stage {s} test accuracy", **shard)
     trained = partition.trained_ids(stage.epochs, seed=dm.seed, batch_size=dm.batch_size) if partition else set()
     return StageResult(trainable_state=module.trainable_state(), pool_rows=[r.to_dict() for r in pool],
-                       test_correct=dict(correct), trained_ids=sorted(trained),
+                       test_correct=prober.test_correct(answers), test_answers=dict(answers),
+                       trained_ids=sorted(trained),
                        dev=dev.result() if partition else None, rng=rng_states(),
                        optimizer_state=(module.optimizer_state() if partition else carried) if keep_optimizer
                        else None,
@@ -161,6 +163,11 @@ def _restored_key(cache: StageCache, ledger: KnowledgeLedger, device: str) -> st
     for rec in ledger.stages:
         key = cache.key(rec.config, asdict(rec.partition), key, device)
     return key
+
+
+def _p_values(rows: list[dict]) -> dict[str, list]:
+    """What the ledger keeps of a pool probe besides categories: [p_greedy, p_sampled] per question (loss weights)."""
+    return {r["id"]: [r["p_greedy"], r["p_sampled"]] for r in rows}
 
 
 def _shard(trainer: pl.Trainer) -> dict[str, int]:

@@ -1,7 +1,9 @@
 """What a run writes as it goes, besides metrics.json: probe results and selections per stage (rank 0 only).
 
 probe/stage0_pool.jsonl, probe/stage0_test.jsonl   the base probe of the pool and of the test set
-probe/stage{N}_selected.json                       what stage N trains on, and from which probe it was selected
+probe/stage{N}_selected.json                       what stage N trains on, and from which probe it was selected;
+                                                   `abstain_ids` and `abstention_text` for a stage that abstains,
+                                                   `loss_weights` (id -> weight) for a weighted one
 probe/stage{N}_pool.jsonl                          the pool re-probed after stage N
 probe/test_correct.json                            per-question test correctness after every stage (0 = base)
 """
@@ -29,9 +31,13 @@ def write_base(out_dir: Path, pool: Iterable[Any], test: Iterable[Any]) -> None:
 @rank_zero_only
 def write_selection(out_dir: Path, partition: Partition) -> None:
     s = partition.stage + 1
-    gl_io.write_json(out_dir / "probe" / f"stage{s}_selected.json",
-                     {"stage": s, "selected_from_probe": partition.selected_from_probe,
-                      "selected_ids": list(partition.selected_ids)})
+    record = {"stage": s, "selected_from_probe": partition.selected_from_probe,
+              "selected_ids": list(partition.selected_ids)}
+    if partition.abstain_ids:
+        record.update(abstain_ids=list(partition.abstain_ids), abstention_text=partition.abstention_text)
+    if partition.weights is not None:
+        record["loss_weights"] = dict(partition.weights)
+    gl_io.write_json(out_dir / "probe" / f"stage{s}_selected.json", record)
 
 
 @rank_zero_only
@@ -71,8 +77,13 @@ def describe(partition: Partition, stage, num_stages: int) -> str:
         f"the probe after stage {partition.selected_from_probe}"
     line = (f"stage {partition.stage + 1}/{num_stages}: {len(partition.selected_ids)} {what} "
             f"(selected from {probe})")
+    if partition.abstain_ids:
+        line += (f" + {len(partition.abstain_ids)} {'/'.join(stage.abstain_categories or ('previous',))} trained to "
+                 f"answer {partition.abstention_text!r}")
     if partition.n_replay:
         line += (f" + {partition.n_replay} replay of {len(partition.replay_pool_ids)} "
                  f"{'/'.join(stage.replay_categories)}, redrawn every {partition.replay_every}")
+    if stage.loss_weights is not None:
+        line += f"; loss weighted by {stage.loss_weights.by}"
     epochs = f"{stage.epochs} epoch{'s' if stage.epochs != 1 else ''}"
     return line + f"; {epochs} at lr {stage.lr:g}, keep the {stage.keep} epoch"

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gradual_lightning.categories import CATEGORIES
+from gradual_lightning.probing.matching import ABSTENTION_TEXT, normalize
+from gradual_lightning.training.loss_weights import LossWeights
 
 SELECTS = ("categories", "previous", "all")
 REPLAY_EVERY = ("epoch", "step")
@@ -49,6 +51,13 @@ class Stage:
     (0, 1] (the late patch of known facts, `known_patch`). With `unknown_ratio` the stage trains a fixed-size SliCK
     mix: `size` questions (an integer), unknown_ratio * size of them (rounded half up) Unknown under the selection's
     probe and the rest from `categories` (the known ones).
+
+    `abstain_categories` (R-Tuning; null = off) adds the pool questions of these categories (same probe as the
+    selection) to the stage's training set with the schedule's `abstention_text` as their answer, instead of the
+    gold one: the stage trains its selection on gold answers plus these on the abstention. With select=all they are
+    already selected and take the abstention; with select=categories they must not overlap `categories`; with
+    select=previous the previous stage's abstentions are reused as is. `loss_weights` (null = every question
+    weighs 1) weighs each training question's loss by its probe result (`loss_weights.py`).
     """
 
     select: str = "categories"
@@ -65,6 +74,8 @@ class Stage:
     keep: str = "best"
     size: int | float | None = None
     unknown_ratio: float | None = None
+    abstain_categories: tuple[str, ...] | None = None
+    loss_weights: LossWeights | None = None  # a mapping in the config, validated into LossWeights
     # where this stage sits, for error messages only
     index: int = field(default=0, compare=False, repr=False)
     schedule: str = field(default="?", compare=False, repr=False)
@@ -111,6 +122,7 @@ class Stage:
         if self.merge_adapter and not self.reset_optimizer:
             fail("reset_optimizer", "must be true when merge_adapter is true (the new adapter has new parameters)")
         self._check_sizing()
+        self._check_abstain_and_weights()
 
     def _check_sizing(self) -> None:
         """`size` and `unknown_ratio` (known_patch, unknown_mix)."""
@@ -133,16 +145,29 @@ class Stage:
         if isinstance(size, bool) or not isinstance(size, int):
             fail("size", f"unknown_ratio needs a fixed training-set size, an integer >= 1, got {size!r}")
 
+    def _check_abstain_and_weights(self) -> None:
+        fail = self._fail
+        _check_categories(self.abstain_categories, fail, "abstain_categories", allow_none=True)
+        if self.abstain_categories is not None and self.select == "previous":
+            fail("abstain_categories", "has no effect with select=previous (the previous stage's abstentions are "
+                                       "reused as is)")
+        both = sorted(set(self.abstain_categories or ()) & set(self.categories))
+        if both and self.select == "categories":
+            fail("abstain_categories", f"{both} are also in categories: a question trains on its answer or on the "
+                                       "abstention, not both")
+        object.__setattr__(self, "loss_weights", LossWeights.from_config(self.loss_weights, fail))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain container (for run records and checkpoints)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("index", "schedule")}
-        for k in ("categories", "base_categories", "replay_categories"):
+        for k in ("categories", "base_categories", "replay_categories", "abstain_categories"):
             d[k] = None if d[k] is None else list(d[k])
+        d["loss_weights"] = None if self.loss_weights is None else self.loss_weights.to_dict()
         return d
 
 
 STAGE_KEYS = tuple(f.name for f in fields(Stage) if f.name not in ("index", "schedule"))
-SCHEDULE_KEYS = ("name", "stages", "max_stages", "repeat_until_stable", "category",
+SCHEDULE_KEYS = ("name", "stages", "max_stages", "repeat_until_stable", "category", "abstention_text",
                  "order", "order_by", "known_patch", "unknown_ratio", "size")  # the last five: see from_config
 
 
@@ -150,13 +175,16 @@ SCHEDULE_KEYS = ("name", "stages", "max_stages", "repeat_until_stable", "categor
 class Schedule:
     """An ordered list of stages. With `repeat_until_stable`, the last stage is repeated while its selection still
     holds questions never trained on before, up to `max_stages` stages in all. Without it, `max_stages` (if set)
-    only truncates the list. `category` is a template parameter for presets (`schedule=category`)."""
+    only truncates the list. `category` is a template parameter for presets (`schedule=category`).
+    `abstention_text` is what stages with `abstain_categories` train their questions to answer, and what test
+    answers count as abstentions (`matching.is_abstention`)."""
 
     name: str
     stages: tuple[Stage, ...]
     max_stages: int | None = None
     repeat_until_stable: bool = False
     category: str | None = None
+    abstention_text: str = ABSTENTION_TEXT
 
     def _fail(self, name: str, msg: str):
         raise ScheduleError(f"schedule {self.name!r}, field {name!r}: {msg}")
@@ -181,6 +209,14 @@ class Schedule:
                                                   "and reprobe=true, otherwise every repeat trains on the same data")
         if self.category is not None and self.category not in CATEGORIES:
             self._fail("category", f"unknown category {self.category!r}; expected one of {list(CATEGORIES)}")
+        text = self.abstention_text
+        if not isinstance(text, str) or "\n" in text or not normalize(text):
+            self._fail("abstention_text", f"must be one line of text with letters or digits, got {text!r}")
+
+    @property
+    def abstains(self) -> bool:
+        """Whether some stage trains questions to answer the abstention text."""
+        return any(s.abstain_categories for s in self.stages)
 
     @property
     def num_stages(self) -> int:
@@ -226,7 +262,8 @@ class Schedule:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "stages": [s.to_dict() for s in self.stages], "max_stages": self.max_stages,
-                "repeat_until_stable": self.repeat_until_stable, "category": self.category}
+                "repeat_until_stable": self.repeat_until_stable, "category": self.category,
+                "abstention_text": self.abstention_text}
 
 
 def _replace_index(stage: Stage, index: int) -> Stage:
@@ -285,7 +322,8 @@ def from_config(cfg: Any, stage_overrides: Mapping[str, Any] | None = None,
     if cfg.get("known_patch") is not None:
         stages.append(known_patch_stage(str(name), cfg["known_patch"], stages, stage_overrides, mine))
     schedule = Schedule(name=name, stages=tuple(stages), max_stages=cfg.get("max_stages"),
-                        repeat_until_stable=cfg.get("repeat_until_stable", False), category=cfg.get("category"))
+                        repeat_until_stable=cfg.get("repeat_until_stable", False), category=cfg.get("category"),
+                        abstention_text=cfg.get("abstention_text", ABSTENTION_TEXT))
     if cfg.get("known_patch") is not None and (schedule.repeat_until_stable or schedule.num_stages < len(stages)):
         schedule._fail("known_patch", "the patch must be the last stage run: it cannot follow a repeated stage "
                                       "(repeat_until_stable) or be cut off by max_stages "

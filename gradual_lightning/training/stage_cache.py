@@ -44,7 +44,7 @@ from gradual_lightning import __version__
 from gradual_lightning.io import atomic_write_bytes, user_cache_dir
 
 CACHE_ENV = "GL_STAGE_CACHE"
-FORMAT = 1
+FORMAT = 2
 TRAINING_KEYS = ("train_module", "trainer", "datamodule", "callbacks")
 # Trainer settings that change what is shown or written, never the weights
 DISPLAY_TRAINER_KEYS = frozenset({"enable_progress_bar", "enable_model_summary", "log_every_n_steps",
@@ -107,6 +107,7 @@ class StageResult:
     trainable_state: dict[str, torch.Tensor]
     pool_rows: list[dict[str, Any]]  # the pool re-probed after the stage (ProbeResult.to_dict rows)
     test_correct: dict[str, bool]
+    test_answers: dict[str, str]  # the greedy test answers the correctness came from (abstention metrics)
     trained_ids: list[str]
     dev: dict[str, Any] | None
     rng: dict[str, Any] = field(default_factory=dict)

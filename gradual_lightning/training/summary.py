@@ -1,4 +1,5 @@
-"""The table a run prints at the end: per-stage counts, accuracy, acquired knowledge, and the last transitions."""
+"""The table a run prints at the end: per-stage counts, accuracy, acquired knowledge, and the last transitions; for a
+schedule that trains abstention, the test answers by base category (correct, abstained, hallucinated)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,14 @@ def stage_table(metrics: dict[str, Any]) -> Table:
             if s < len(metrics["knowledge_acquired_trained"]) else "-"
         t.add_row(str(s), *(str(counts[c]) for c in CATEGORIES), _pct(metrics["test_accuracy_per_stage"][s]),
                   f"{metrics['knowledge_acquired'][s]:+d}", split, str(metrics["forgotten"][s]),
-                  f"{rec.get('n_selected', 0)}+{rec.get('n_replay', 0)} replay" if s else "-")
+                  _trained_on(rec) if s else "-")
     return t
+
+
+def _trained_on(rec: dict[str, Any]) -> str:
+    """n_selected+n_replay replay, with the questions trained to abstain between them when there are any."""
+    abstain = f"{rec['n_abstain']} abstain+" if rec.get("n_abstain") else ""
+    return f"{rec.get('n_selected', 0)}+{abstain}{rec.get('n_replay', 0)} replay"
 
 
 def transition_table(matrix: list[list[int]], stage: int) -> Table:
@@ -41,10 +48,26 @@ def transition_table(matrix: list[list[int]], stage: int) -> Table:
     return t
 
 
+def abstention_table(metrics: dict[str, Any]) -> Table:
+    stage = len(metrics["stages"])
+    t = Table(title=f"Test answers after stage {stage} by base category ({metrics['abstention_text']!r} = abstained)")
+    for col in ("base category", "correct", "abstained", "hallucinated"):
+        t.add_column(col, justify="right")
+    by = [metrics[k] for k in ("test_accuracy_by_base_category", "test_abstention_by_base_category",
+                               "test_hallucination_by_base_category")]
+    for c in CATEGORIES:
+        if c in by[0]:
+            t.add_row(c, *(_pct(d.get(c)) for d in by))
+    t.add_row("all", *(_pct(metrics[k]) for k in ("test_accuracy", "test_abstention_rate", "test_hallucination_rate")))
+    return t
+
+
 def print_summary(metrics: dict[str, Any], out_dir: str | Path, console: Console | None = None) -> None:
     console = console or Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
     console.print(stage_table(metrics))
     console.print(transition_table(metrics["transitions"][-1], len(metrics["transitions"]) - 1))
+    if any(rec["config"].get("abstain_categories") or rec.get("n_abstain") for rec in metrics["stages"]):
+        console.print(abstention_table(metrics))
     gain = metrics["incremental_gain"]
     console.print(
         f"test accuracy {_pct(metrics['test_accuracy'])} (base {_pct(metrics['test_accuracy_per_stage'][0])}), "
