@@ -39,16 +39,16 @@ def main() -> int:
                      [("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Egypt", "Cairo")])
     suffixes = [f"Q: What is the capital of {c}?\nA:" for c in
                 ["Germany", "Spain", "Peru", "Kenya", "Chad", "Chile", "Nepal", "Ghana"] * 4]
+    prompts = [(prefix, s) for s in suffixes]
     checks = {}
     answers = {}
     for name in ("engine", "hf"):
         start = time.perf_counter()
-        answers[name] = make_backend(name, model, lm.tokenizer, max_new_tokens=8, batch_size=16).greedy(prefix,
-                                                                                                         suffixes)
+        answers[name] = make_backend(name, model, lm.tokenizer, max_new_tokens=8, batch_size=16).greedy(prompts)
         checks[f"{name} greedy fp32 s"] = round(time.perf_counter() - start, 2)
     checks["engine == hf greedy (fp32)"] = answers["engine"] == answers["hf"]
     bf16 = make_backend("engine", model.to(torch.bfloat16), lm.tokenizer, max_new_tokens=8, batch_size=16)
-    checks["engine bf16 answers"] = len(bf16.greedy(prefix, suffixes)) == len(suffixes)
+    checks["engine bf16 answers"] = len(bf16.greedy(prompts)) == len(prompts)
     accel = "gpu" if args.device.startswith("cuda") else "cpu"
     precision = "bf16-mixed" if accel == "gpu" else "32-true"
     run_dir = REPO / "benchmarks/results/gpu_smoke"

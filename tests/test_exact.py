@@ -20,7 +20,7 @@ from gradual_lightning.probing.scoring import (
     greedy_matches_alias,
     p_detect,
     p_sample_equals_alias,
-    score_suffixes,
+    score_prompts,
 )
 from gradual_lightning.records import QARecord
 from gradual_lightning.validation import ConfigError
@@ -82,17 +82,18 @@ class FakeBackend:
             row[ID[tok]] = logit
         return row
 
-    def path_logits(self, prefix, suffixes, paths, owner):
+    def path_logits(self, prompts, paths, owner):
         out = []
         for path, o in zip(paths, owner):
-            self.scored[suffixes[o]] += 1
-            out.append(torch.stack([self._row(suffixes[o], path[:i]) for i in range(len(path) + 1)]))
+            suffix = prompts[o][1]
+            self.scored[suffix] += 1
+            out.append(torch.stack([self._row(suffix, path[:i]) for i in range(len(path) + 1)]))
         return out
 
-    def greedy(self, prefix, suffixes):
-        return [self.greedy_answers[s] for s in suffixes]
+    def greedy(self, prompts):
+        return [self.greedy_answers[s] for _, s in prompts]
 
-    def sample(self, prefix, suffixes, **kw):
+    def sample(self, prompts, **kw):
         raise AssertionError("score and hybrid never sample")
 
 
@@ -124,13 +125,13 @@ def test_greedy_hit_needs_every_argmax_on_the_path_and_an_end_after_it():
                        ({".\n": 2.0, "\n": 1.0}, False),  # "Paris.": right after normalisation, not counted
                        ({"is\n": 2.0}, False)]:
         b = _backend({(): root, (" Paris",): after})
-        assert greedy_matches_alias(b, "", [S], [["Paris"]]) == [hit], after
+        assert greedy_matches_alias(b, [("", S)], [["Paris"]]) == [hit], after
     b = _backend({(): {" Lyon": 3.0, " Paris": 2.0}, (" Paris",): {"\n": 1.0}, (" Lyon",): {"x": 1.0}})
-    assert greedy_matches_alias(b, "", [S], [["Paris"]]) == [False]
-    assert greedy_matches_alias(b, "", [S], [["Paris", "Lyon"]]) == [False]  # "Lyonx"
+    assert greedy_matches_alias(b, [("", S)], [["Paris"]]) == [False]
+    assert greedy_matches_alias(b, [("", S)], [["Paris", "Lyon"]]) == [False]  # "Lyonx"
     b.lm[S][(" Lyon",)] = {"<eos>": 0.5}
-    assert greedy_matches_alias(b, "", [S], [["Paris", "Lyon"]]) == [True]
-    assert score_suffixes(b, "", [S], [["Paris", "Lyon"]], temperature=1.0, top_k=0)[0].greedy_answer == "Lyon"
+    assert greedy_matches_alias(b, [("", S)], [["Paris", "Lyon"]]) == [True]
+    assert score_prompts(b, [("", S)], [["Paris", "Lyon"]], temperature=1.0, top_k=0)[0].greedy_answer == "Lyon"
 
 
 def test_sample_probability_is_the_tempered_top_k_renormalised_product():
@@ -139,16 +140,16 @@ def test_sample_probability_is_the_tempered_top_k_renormalised_product():
     for t in (1.0, 0.5, 2.0):
         # top-k 2: Rome is cut, Paris renormalised over {Paris, Lyon}; the end: "\n" against ".\n" ("is" is cut)
         expected = softmax(2 / t, 1 / t)[0] * softmax(1 / t, 1 / t)[0]
-        assert p_sample_equals_alias(b, "", [S], [["Paris"]], temperature=t, top_k=2) == [pytest.approx(expected)]
+        assert p_sample_equals_alias(b, [("", S)], [["Paris"]], temperature=t, top_k=2) == [pytest.approx(expected)]
         # no top-k cut: Rome and "is" take their share
         expected = softmax(2 / t, 1 / t, 0)[0] * softmax(1 / t, 1 / t, 0)[0]
-        assert p_sample_equals_alias(b, "", [S], [["Paris"]], temperature=t, top_k=0) == [pytest.approx(expected)]
+        assert p_sample_equals_alias(b, [("", S)], [["Paris"]], temperature=t, top_k=0) == [pytest.approx(expected)]
     # top-k 1 is greedy: 1 on the greedy path, 0 off it
     b.lm[S][(" Paris",)] = {"\n": 1.0, ".\n": 0.5}
-    assert p_sample_equals_alias(b, "", [S], [["Paris"]], temperature=0.5, top_k=1) == [pytest.approx(1.0)]
-    assert p_sample_equals_alias(b, "", [S], [["Lyon"]], temperature=0.5, top_k=1) == [0.0]
+    assert p_sample_equals_alias(b, [("", S)], [["Paris"]], temperature=0.5, top_k=1) == [pytest.approx(1.0)]
+    assert p_sample_equals_alias(b, [("", S)], [["Lyon"]], temperature=0.5, top_k=1) == [0.0]
     b.lm[S][(" Paris",)] = {"\n": 0.5, ".\n": 1.0}
-    assert p_sample_equals_alias(b, "", [S], [["Paris"]], temperature=0.5, top_k=1) == [0.0]
+    assert p_sample_equals_alias(b, [("", S)], [["Paris"]], temperature=0.5, top_k=1) == [0.0]
 
 
 def test_aliases_add_up_stop_tokens_add_up_and_duplicates_count_once():
@@ -157,7 +158,7 @@ def test_aliases_add_up_stop_tokens_add_up_and_duplicates_count_once():
                   (" Lyon",): {"\n": 0.0},
                   (" New",): {" York": 0.0, "\n": 0.0},
                   (" New", " York"): {"<eos>": 0.0}})
-    p = lambda aliases: p_sample_equals_alias(b, "", [S], [aliases], temperature=1.0, top_k=0)[0]  # noqa: E731
+    p = lambda aliases: p_sample_equals_alias(b, [("", S)], [aliases], temperature=1.0, top_k=0)[0]  # noqa: E731
     assert p(["Paris"]) == pytest.approx(0.25 * 0.75)  # three of the four next tokens end the answer
     assert p(["Lyon"]) == pytest.approx(0.25)
     assert p(["New York"]) == pytest.approx(0.25 * 0.5 * 1.0)  # a two-token alias: the product along its path
@@ -165,11 +166,11 @@ def test_aliases_add_up_stop_tokens_add_up_and_duplicates_count_once():
     assert p(["Paris", " Paris ", "Paris"]) == pytest.approx(0.25 * 0.75)
 
 
-def test_several_suffixes_in_one_call_keep_their_own_aliases():
+def test_several_prompts_in_one_call_keep_their_own_aliases():
     s2 = "Q: other?\nA:"
     b = FakeBackend({S: {(): {" Paris": 5.0}, (" Paris",): {"\n": 5.0}},
                      s2: {(): {" Rome": 5.0}, (" Rome",): {"<eos>": 5.0}}})
-    out = score_suffixes(b, "", [S, s2, S], [["Paris"], ["Paris"], ["Rome"]], temperature=0.5, top_k=40)
+    out = score_prompts(b, [("", S), ("", s2), ("", S)], [["Paris"], ["Paris"], ["Rome"]], temperature=0.5, top_k=40)
     assert [o.greedy_hit for o in out] == [True, False, False]
     assert out[0].p_sample == pytest.approx(1.0) and out[1].p_sample < 1e-3
 
@@ -178,13 +179,13 @@ def test_max_new_tokens_caps_paths_as_decoding_does():
     b = _backend({(): {" New": 2.0, " Rome": 1.0}, (" New",): {" York": 1.0}, (" New", " York"): {"x": 1.0}})
     kw = dict(temperature=1.0, top_k=0)
     # no end after "New York": unbounded decoding runs on ("New Yorkx"), two-token decoding stops at "New York"
-    assert greedy_matches_alias(b, "", [S], [["New York"]]) == [False]
-    assert greedy_matches_alias(b, "", [S], [["New York"]], max_new_tokens=2) == [True]
-    assert greedy_matches_alias(b, "", [S], [["New York"]], max_new_tokens=1) == [False]
-    assert p_sample_equals_alias(b, "", [S], [["New York"]], **kw) == [pytest.approx(0.0)]
-    assert p_sample_equals_alias(b, "", [S], [["New York"]], max_new_tokens=2, **kw) == [
+    assert greedy_matches_alias(b, [("", S)], [["New York"]]) == [False]
+    assert greedy_matches_alias(b, [("", S)], [["New York"]], max_new_tokens=2) == [True]
+    assert greedy_matches_alias(b, [("", S)], [["New York"]], max_new_tokens=1) == [False]
+    assert p_sample_equals_alias(b, [("", S)], [["New York"]], **kw) == [pytest.approx(0.0)]
+    assert p_sample_equals_alias(b, [("", S)], [["New York"]], max_new_tokens=2, **kw) == [
         pytest.approx(softmax(2.0, 1.0)[0])]
-    assert p_sample_equals_alias(b, "", [S], [["New York"]], max_new_tokens=1, **kw) == [0.0]
+    assert p_sample_equals_alias(b, [("", S)], [["New York"]], max_new_tokens=1, **kw) == [0.0]
 
 
 def test_aliases_that_no_decoded_answer_can_match_are_not_scored():

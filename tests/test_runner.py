@@ -29,10 +29,12 @@ class ScriptedEngine:
         self.by_suffix = {f"Q: {q.question}\nA:": q for q in questions}
         self.greedy_calls = Counter()
         self.sampled = Counter()
+        self.calls = []  # the prefixes of each greedy call
 
-    def greedy(self, prefix, suffixes):
+    def greedy(self, prompts):
+        self.calls.append([p for p, _ in prompts])
         out = []
-        for s in suffixes:
+        for _, s in prompts:
             q = self.by_suffix[s]
             kind = q.id.split("-")[0]
             self.greedy_calls[q.id] += 1
@@ -40,9 +42,9 @@ class ScriptedEngine:
             out.append(q.answer if right else "wrong")
         return out
 
-    def sample(self, prefix, suffixes, *, num_samples, temperature, top_k, generator):
+    def sample(self, prompts, *, num_samples, temperature, top_k, generator):
         out = []
-        for s in suffixes:
+        for _, s in prompts:
             q = self.by_suffix[s]
             self.sampled[q.id] += 1
             lucky = q.id.startswith("lucky")
@@ -66,6 +68,19 @@ def test_categories_and_probabilities():
     assert lucky.p_greedy == 0 and lucky.p_sampled == pytest.approx(1 / 8) and len(lucky.samples) == 32
     alternate = next(r for r in results if r.id.startswith("alternate"))
     assert alternate.p_greedy == 0.5
+
+
+def test_greedy_calls_batch_across_exemplar_sets_grouped_by_prefix():
+    engine = ScriptedEngine(QUESTIONS)
+    results = run_probe(engine, QUESTIONS, DEV, CFG, progress=False)
+    (prefixes,) = engine.calls  # 12 questions x 4 exemplar sets: one call (chunk = 4 * batch_size = 128)
+    assert len(prefixes) == 48 and len(set(prefixes)) == 4
+    assert sum(a != b for a, b in zip(prefixes, prefixes[1:])) == 3  # each exemplar set's prompts together
+    small = ScriptedEngine(QUESTIONS)
+    again = run_probe(small, QUESTIONS, DEV, ProbeConfig(**{**CFG.__dict__, "batch_size": 5}), progress=False)
+    assert [len(c) for c in small.calls] == [20, 20, 8]  # chunks of 20 prompts, cut regardless of the prefix
+    assert [len(set(c)) for c in small.calls] == [2, 3, 1]  # 12 + 8 | 4 + 12 + 4 | 8
+    assert [r.to_dict() for r in again] == [r.to_dict() for r in results]
 
 
 def test_adaptive_sampling_samples_only_questions_with_greedy_score_zero():

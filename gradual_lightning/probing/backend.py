@@ -1,19 +1,24 @@
 """The probe-backend protocol: what the probe runner and the scorer need from a model, and nothing more.
 
-Three calls, all over one shared prefix (the few-shot exemplars) and many suffixes (the questions):
+Three calls, each over a sequence of prompts, a prompt being a (prefix, suffix) pair (the few-shot exemplars, the
+question) with any mix of prefixes in one call; results come back in input order:
 - `greedy`: the greedy answer text of each prompt;
 - `sample`: `num_samples` sampled answers per prompt (temperature, top-k), reproducible from a torch.Generator;
-- `path_logits`: teacher-forced scores, the logits along given answer token paths (exact probabilities).
+- `path_logits`: teacher-forced scores, the logits along given answer token paths (exact probabilities), each path
+  belonging to one prompt (`owner`).
 Answers are decoded, cut at `stop` and stripped the same way by every backend (`tokens.finish_text`).
 
 Backends: `engine` (prefix-KV cache, the default) and `hf` (plain `generate`, the reference). A new backend (vLLM,
-say) implements these three methods and registers in BACKENDS; the runner does not change.
+say) implements these three methods and registers in BACKENDS; the runner does not change. How a backend batches is
+its own business: the engine batches prompts of many prefixes together, `hf` hands them to `generate` as they come.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from gradual_lightning.probing.tokens import PromptPair
 
 if TYPE_CHECKING:
     import torch
@@ -25,13 +30,13 @@ class ProbeBackend(Protocol):
     stop: str
     stop_ids: list[int]
 
-    def greedy(self, prefix: str, suffixes: Sequence[str]) -> list[str]: ...
+    def greedy(self, prompts: Sequence[PromptPair]) -> list[str]: ...
 
-    def sample(self, prefix: str, suffixes: Sequence[str], *, num_samples: int, temperature: float, top_k: int,
+    def sample(self, prompts: Sequence[PromptPair], *, num_samples: int, temperature: float, top_k: int,
                generator: torch.Generator, stop_at_first: Callable[[int, str], bool] | None = None
                ) -> list[list[str]]: ...
 
-    def path_logits(self, prefix: str, suffixes: Sequence[str], paths: Sequence[Sequence[int]],
+    def path_logits(self, prompts: Sequence[PromptPair], paths: Sequence[Sequence[int]],
                     owner: Sequence[int]) -> list[torch.Tensor]: ...
 
 

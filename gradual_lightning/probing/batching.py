@@ -34,19 +34,23 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
 
 
 def suffix_batch_inputs(
-    suffixes: Sequence[Sequence[int]], prefix_len: int, pad_id: int, extra: int = 0
+    suffixes: Sequence[Sequence[int]], prefix_lens: Sequence[int], pad_id: int, extra: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inputs to prefill left-padded suffixes on top of a cached prefix of `prefix_len` tokens.
+    """Inputs to prefill left-padded suffixes on top of cached prefixes, row i's of `prefix_lens[i]` tokens.
 
-    Returns input_ids [B, S], attention_mask [B, prefix_len + S + extra] (ones over the prefix, zeros over each row's
-    pads, which sit between prefix and suffix, ones over the suffix and the `extra` slots left for new tokens: the
-    causal mask hides those until they are written) and position_ids [B, S] (prefix_len + index among the row's real
+    The cache holds each row's prefix in its first slots, zero-padded up to P = max(prefix_lens) (`kv.stack_rows`).
+    Returns input_ids [B, S], attention_mask [B, P + S + extra] (ones over the row's prefix, zeros over its pads,
+    which sit between prefix and suffix, ones over the suffix and the `extra` slots left for new tokens: the causal
+    mask hides those until they are written) and position_ids [B, S] (the row's prefix length + index among its real
     suffix tokens), so every row sees exactly the positions and keys of its unpadded prompt.
     """
+    if len(prefix_lens) != len(suffixes):
+        raise ValueError(f"{len(prefix_lens)} prefix lengths for {len(suffixes)} suffixes")
     ids, suffix_mask = pad_batch(suffixes, pad_id, "left")
-    ones = torch.ones((len(suffixes), prefix_len), dtype=torch.long)
-    mask = torch.cat([ones, suffix_mask, torch.ones((len(suffixes), extra), dtype=torch.long)], dim=1)
-    return ids, mask, positions_from_mask(mask)[:, prefix_len : prefix_len + ids.shape[1]]
+    width = max(prefix_lens, default=0)
+    head = (torch.arange(width)[None, :] < torch.as_tensor(list(prefix_lens))[:, None]).long()
+    mask = torch.cat([head, suffix_mask, torch.ones((len(suffixes), extra), dtype=torch.long)], dim=1)
+    return ids, mask, positions_from_mask(mask)[:, width : width + ids.shape[1]]
 
 
 def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
@@ -56,6 +60,18 @@ def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
     for s in seqs[1:]:
         n = next((i for i in range(n) if s[i] != first[i]), n)
     return n
+
+
+def shared_template_len(suffixes: Sequence[Sequence[int]], min_saving: int) -> int:
+    """How many leading tokens of `suffixes` (one prefix's questions) to cache with the prefix as a shared template.
+
+    Their common leading tokens, leaving every suffix at least one token of its own (its forward yields its logits),
+    and none unless sharing saves more than `min_saving` tokens of prefill (the price of the template's own forward).
+    """
+    if not suffixes:
+        return 0
+    shared = max(0, min(common_prefix_len(suffixes), min(len(s) for s in suffixes) - 1))
+    return shared if (len(suffixes) - 1) * shared > min_saving else 0
 
 
 def plan_groups(lengths: Sequence[int], overhead: int) -> list[tuple[int, int]]:

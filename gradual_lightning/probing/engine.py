@@ -1,30 +1,62 @@
-"""The prefix-KV probe backend: one KV cache per exemplar prefix, reused by every question under it.
+"""The prefix-KV probe backend: each few-shot prefix's K/V computed once, the questions of many prefixes batched.
 
 A SliCK prompt is `prefix + suffix`: the prefix holds k few-shot exemplars of a relation (shared by every question of
-that relation and exemplar set), the suffix is `"Q: <question>\\nA:"`. `GenerationEngine` runs one forward over the
-prefix plus the suffixes' common leading tokens (the question template), keeps that K/V, and for each
-length-bucketed batch of suffixes builds a fresh preallocated cache from it (expanded along the batch dim), prefills
-the left-padded suffix tails on top (pads sit between prefix and tail, masked; position ids count real tokens only)
-and decodes with a manual greedy/sampling loop that stops rows at the stop string or EOS and drops finished rows.
-Sampling prefills each prompt once and repeats its cache `num_samples` times. Teacher-forced scoring
-(`path_logits`) reads the logits along given answer paths on top of the same cached prefix.
+that relation and exemplar set), the suffix is `"Q: <question>\\nA:"`. Every call takes a sequence of
+(prefix, suffix) prompts with any mix of prefixes. `GenerationEngine` memoises, per distinct prefix, its K/V extended
+by the question template its suffixes share in the call (their common leading tokens, "Q: What is the capital of"),
+in a small LRU memo (`prefix_cache_size` entries). Prompts are length-bucketed by the suffix tokens left to prefill,
+whatever their prefix; each batch gets a fresh preallocated cache holding every row's own prefix K/V (`kv.py`:
+prefixes of different lengths zero-padded, the pads between a row's prefix and its suffix masked, position ids
+counting real tokens only), prefills the left-padded suffix tails on top and decodes with a manual greedy/sampling
+loop that stops rows at the stop string or EOS and drops finished rows. So the cost follows the number of prompts,
+not the number of exemplar sets: a small pool (a few questions per set) still fills its batches. Sampling prefills
+each prompt once and repeats its cache `num_samples` times. Teacher-forced scoring (`path_logits`) reads the logits
+along given answer paths on top of the same cached prefixes.
 
-This is the one module that touches transformers internals (StaticCache/DynamicCache layouts, the forward's cache
-argument); tokenisation and token choice are shared with every backend (`tokens.py`), batching is pure
-(`batching.py`).
+Template sharing still pays with mixed batches: a row's prefill is its template (~7 tokens) plus its own question
+tail (~5), so caching the template once per prefix removes about half of every row's prefill; it is decided per
+prefix from that prefix's suffixes in the call (`batching.shared_template_len`), not from the batch.
+
+Determinism: a head (prefix, template) is always computed the same way, the prefix alone in a one-row forward and the
+template on top of it, so its K/V (and every answer) do not depend on which other prefixes share a call or on what
+the memo holds; sampling draws from the caller's torch.Generator in batch order.
+
+Sliding-window layers: the cache's window counts slots, pads included, so a row whose prompt plus pads exceeds the
+window would see fewer real tokens than plain `generate` (probe prompts, ~100 tokens, are far shorter than windows);
+prefill in length groups lays K/V out by hand and is off for such models (`_can_regroup`).
+
+This module and `kv.py` (the cache layout) are the only ones that touch transformers internals (StaticCache /
+DynamicCache layers, the forward's cache argument); tokenisation and token choice are shared with every backend
+(`tokens.py`), batching is pure (`batching.py`).
 """
 
 from __future__ import annotations
 
 import inspect
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, StaticCache
 
-from gradual_lightning.probing.batching import common_prefix_len, length_buckets, plan_groups, suffix_batch_inputs
+from gradual_lightning.probing.batching import length_buckets, plan_groups, shared_template_len, suffix_batch_inputs
+from gradual_lightning.probing.kv import (
+    KV,
+    KVMemo,
+    append,
+    cache_kv,
+    dynamic_cache,
+    has_sliding_layers,
+    kv_len,
+    narrow_rows,
+    new_cache,
+    right_aligned,
+    select_rows,
+    stack_rows,
+    tail_kv,
+)
 from gradual_lightning.probing.tokens import (
+    PromptPair,
     encode_prefix,
     encode_suffix,
     eos_ids,
@@ -37,27 +69,7 @@ from gradual_lightning.probing.tokens import (
 
 SHARE_MIN_SAVING = 24  # tokens of prefill a shared template must save to be worth its own forward
 
-def new_cache(prefix_kv: Sequence[tuple[torch.Tensor, torch.Tensor]], batch: int, max_len: int, config) -> StaticCache:
-    """A preallocated cache of `max_len` slots for `batch` rows, holding the prefix K/V in its first slots.
-
-    Static rather than dynamic: a DynamicCache concatenates (copies) its whole K/V at every decode step, which on a
-    CPU costs a quarter of a step; a static one writes only the new token. The shared prefix tensors are only read.
-    """
-    cache = StaticCache(config=config, max_cache_len=max_len)
-    for layer, (k, v) in zip(cache.layers, prefix_kv):
-        layer.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
-    return cache
-
-
-def select_rows(cache, index: torch.Tensor) -> None:
-    """Keep (or repeat) cache rows in place: row i becomes old row index[i] (drop finished rows, repeat for samples)."""
-    for layer in cache.layers:
-        if getattr(layer, "is_initialized", False):
-            layer.keys = layer.keys.index_select(0, index)
-            layer.values = layer.values.index_select(0, index)
-            if hasattr(layer, "batch_size"):
-                layer.batch_size = index.numel()
-
+Head = tuple[tuple[int, ...], tuple[int, ...]]  # (prefix ids, shared template ids): what a row's cache starts with
 
 # ----------------------------------------------------------------------------------------------- decode loop
 
@@ -82,21 +94,22 @@ def _forward_kwarg(model) -> str:
 
 
 class GenerationEngine:
-    """Greedy and sampled short answers for many suffixes under one shared prefix, reusing the prefix KV cache.
+    """Greedy and sampled short answers for many (prefix, suffix) prompts, reusing each prefix's KV cache.
 
-    `batch_size` suffixes are prefilled and decoded together (batches are length-bucketed). Sampling decodes up to
-    `sample_batch_rows` rows at once (default 4 * batch_size), i.e. that many // num_samples prompts per batch.
-    Finished rows are removed from the batch once they are at least `compact_fraction` of it (removal copies the
-    cache, so it is not done for every single finished row); the loop ends when all rows are done.
-    With `share_suffix_prefix` the suffixes' common leading tokens (the question template) are cached with the
-    prefix too. A batch's suffixes are prefilled in length groups when that saves more padded tokens than
-    `group_overhead_tokens` per extra forward (-1: never). Works with any dtype (computation in the model's dtype,
-    sampling softmax in fp32) and with peft-wrapped models.
+    `batch_size` prompts are prefilled and decoded together (batches are length-bucketed, prefixes mixed).
+    Sampling decodes up to `sample_batch_rows` rows at once (default 4 * batch_size), i.e. that many // num_samples
+    prompts per batch. Finished rows are removed from the batch once they are at least `compact_fraction` of it
+    (removal copies the cache, so it is not done for every single finished row); the loop ends when all rows are
+    done. With `share_suffix_prefix` each prefix's suffixes' common leading tokens (the question template) are cached
+    with the prefix too. A batch's suffixes are prefilled in length groups when that saves more padded tokens than
+    `group_overhead_tokens` per extra forward (-1: never). At most `prefix_cache_size` prefix (+ template) K/Vs are
+    kept. Works with any dtype (computation in the model's dtype, sampling softmax in fp32) and with peft-wrapped
+    models.
     """
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 12, batch_size: int = 32, stop: str = "\n",
                  sample_batch_rows: int | None = None, compact_fraction: float = 0.25,
-                 share_suffix_prefix: bool = True, group_overhead_tokens: int = 24):
+                 share_suffix_prefix: bool = True, group_overhead_tokens: int = 24, prefix_cache_size: int = 64):
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = int(max_new_tokens)
@@ -114,12 +127,8 @@ class GenerationEngine:
         self.share_suffix_prefix = bool(share_suffix_prefix)
         self.group_overhead_tokens = int(group_overhead_tokens)
         # grouped prefill lays K/V out by hand: plain full-attention layers only (not sliding-window ones)
-        self._can_regroup = self.group_overhead_tokens >= 0 and not any(
-            StaticCache(config=model.config, max_cache_len=8).is_sliding)
-        self._base_key: tuple[int, ...] | None = None  # prefix ids -> their K/V
-        self._base_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._ext_key: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # (prefix, template) -> K/V
-        self._ext_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._can_regroup = self.group_overhead_tokens >= 0 and not has_sliding_layers(model.config)
+        self._heads = KVMemo(prefix_cache_size)  # Head -> its one-row K/V
 
     # -- model calls -------------------------------------------------------------------------------------------
 
@@ -141,86 +150,82 @@ class GenerationEngine:
             self._stop_mask = mask
         return self._stop_mask
 
-    def _shared(self, prefix: str, suffixes: Sequence[str]) -> tuple[list, list[list[int]]]:
-        """(K/V of the prefix + the suffixes' common leading tokens, the suffixes' remaining ids).
+    def _layout(self, prompts: Sequence[PromptPair]) -> tuple[list[Head], list[list[int]]]:
+        """Per prompt: its head (prefix ids + the template its prefix's suffixes share in this call) and the suffix
+        ids left to prefill (at least one, which yields its logits)."""
+        prefix_ids = {p: tuple(encode_prefix(self.tokenizer, p)) for p in dict.fromkeys(p for p, _ in prompts)}
+        suffix_ids = [encode_suffix(self.tokenizer, s) for _, s in prompts]
+        by_prefix: dict[str, list[int]] = defaultdict(list)
+        for i, (p, _) in enumerate(prompts):
+            by_prefix[p].append(i)
+        heads: list[Head] = [((), ())] * len(prompts)
+        tails: list[list[int]] = [[] for _ in prompts]
+        for p, rows in by_prefix.items():
+            shared = (shared_template_len([suffix_ids[i] for i in rows], SHARE_MIN_SAVING)
+                      if self.share_suffix_prefix else 0)
+            for i in rows:
+                heads[i], tails[i] = (prefix_ids[p], tuple(suffix_ids[i][:shared])), suffix_ids[i][shared:]
+        return heads, tails
 
-        The suffixes of one relation share their template ("Q: What is the capital of"), so those tokens join the
-        cached prefix: each row then prefills only its own tail (at least one token, which yields its logits).
-        Worth it only when it saves more than a forward's overhead (a call with 1-2 suffixes keeps them whole).
-        The prefix K/V ([1, heads, len, dim] per layer) is memoised, and so is its last extension.
-        """
-        suffix_ids = [encode_suffix(self.tokenizer, s) for s in suffixes]
-        shared = common_prefix_len(suffix_ids) if self.share_suffix_prefix else 0
-        shared = max(0, min(shared, min(len(s) for s in suffix_ids) - 1))
-        if (len(suffix_ids) - 1) * shared <= SHARE_MIN_SAVING:
-            shared = 0
-        prefix_ids = tuple(encode_prefix(self.tokenizer, prefix))
-        key = (prefix_ids, tuple(suffix_ids[0][:shared]))
-        if key != self._ext_key:
-            if prefix_ids == self._base_key:
-                self._ext_kv = self._extend(self._base_kv, list(key[1]))
-            else:  # one forward over prefix + template; the prefix's own K/V are its first slots (causality)
-                self._ext_kv = self._extend([], [*prefix_ids, *key[1]])
-                self._base_kv = [(k[:, :, : len(prefix_ids)], v[:, :, : len(prefix_ids)]) for k, v in self._ext_kv]
-                self._base_key = prefix_ids
-            self._ext_key = key
-        return self._ext_kv, [s[shared:] for s in suffix_ids]
+    def _head_kv(self, head: Head) -> KV:
+        """The memoised K/V of a head ([1, heads, len, dim] per layer): the prefix alone, the template on top."""
+        prefix, template = head
+        if not template:
+            return self._heads.get(head, lambda: self._extend([], list(prefix)))
+        return self._heads.get(head, lambda: self._extend(self._head_kv((prefix, ())), list(template)))
 
-    def _extend(self, kv: list, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _extend(self, kv: KV, ids: list[int]) -> KV:
         """K/V of (cached tokens + `ids`) for one row; `kv` itself is left untouched."""
         if not ids:
             return kv
-        config = self.model.config
-        cache = DynamicCache(ddp_cache_data=kv, config=config) if kv else DynamicCache(config=config)
+        cache = dynamic_cache(kv, self.model.config)
         self._forward(torch.tensor([ids], device=self._device), None, None, cache)
-        return [(layer.keys, layer.values) for layer in cache.layers]
+        return cache_kv(cache)
 
-    def _prefill(self, prefix_kv, suffix_ids: Sequence[Sequence[int]]) -> tuple[StaticCache, torch.Tensor, _Rows]:
-        """Cache + last logits for prefix+suffix of each row (suffixes left-padded after the shared prefix).
+    def _inputs(self, heads: Sequence[Head], tails: Sequence[Sequence[int]], extra: int = 0):
+        """(prefix block, prefix lengths, ids, mask, positions) for one batch: each row's head K/V, its suffix tail
+        left-padded after the longest head (`kv.stack_rows`, `batching.suffix_batch_inputs`)."""
+        distinct = list(dict.fromkeys(heads))
+        kvs = [self._head_kv(h) for h in distinct]
+        where = {h: d for d, h in enumerate(distinct)}
+        block = stack_rows(kvs, [where[h] for h in heads])
+        lens = [kv_len(kvs[where[h]]) for h in heads]
+        inputs = suffix_batch_inputs(tails, lens, self.pad_id, extra)
+        return (block, lens, *(t.to(self._device) for t in inputs))
 
-        Suffixes sorted by length are prefilled in groups (`plan_groups`: less padding, at the price of more
-        forwards) whose K/V are then laid side by side, right-aligned, in one cache for the joint decode.
+    def _prefill(self, heads: Sequence[Head], tails: Sequence[Sequence[int]]) -> tuple[object, torch.Tensor, _Rows]:
+        """Cache + last logits for head + tail of each row, with `max_new_tokens` free slots.
+
+        Tails sorted by length are prefilled in groups (`plan_groups`: less padding, at the price of more
+        forwards) whose K/V are then laid side by side, right-aligned, after the prefix block for the joint decode.
         """
-        prefix_len = prefix_kv[0][0].shape[2] if prefix_kv else 0
-        inputs = suffix_batch_inputs(suffix_ids, prefix_len, self.pad_id, extra=self.max_new_tokens)
-        ids, mask, positions = (t.to(self._device) for t in inputs)
-        lengths = [len(s) for s in suffix_ids]
+        block, lens, ids, mask, positions = self._inputs(heads, tails, extra=self.max_new_tokens)
+        lengths = [len(s) for s in tails]
         groups = [(0, len(lengths))]
         if self._can_regroup and lengths == sorted(lengths):
             groups = plan_groups(lengths, self.group_overhead_tokens)
+        cache = new_cache(block, mask.shape[1], self.model.config)
         if len(groups) == 1:
-            cache = new_cache(prefix_kv, len(suffix_ids), mask.shape[1], self.model.config)
             logits = self._forward(ids, mask, positions, cache)
         else:
-            logits, suffix_kv = self._grouped_prefill(prefix_kv, prefix_len, suffix_ids, groups)
-            cache = new_cache(prefix_kv, len(suffix_ids), mask.shape[1], self.model.config)
-            for layer, (k, v) in zip(cache.layers, suffix_kv):
-                layer.update(k, v)
-        rows = _Rows(torch.arange(len(suffix_ids), device=self._device), mask, positions[:, -1] + 1)
+            logits, suffix_kv = self._grouped_prefill(block, lens, tails, groups)
+            append(cache, suffix_kv)
+        rows = _Rows(torch.arange(len(tails), device=self._device), mask, positions[:, -1] + 1)
         return cache, logits, rows
 
-    def _grouped_prefill(self, prefix_kv, prefix_len: int, suffix_ids: Sequence[Sequence[int]],
-                         groups: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, list]:
-        """Prefill each group on its own; return all last logits and the suffixes' K/V [B, heads, width, dim]."""
-        width = max(len(s) for s in suffix_ids)
+    def _grouped_prefill(self, block: KV, lens: Sequence[int], tails: Sequence[Sequence[int]],
+                         groups: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, KV]:
+        """Prefill each group on its own (over its rows' prefixes, as wide as its longest); return all last logits
+        and the tails' K/V [B, heads, longest tail, dim], right-aligned."""
         logits, parts = [], []
         for start, stop in groups:
+            width = max(lens[start:stop])
             ids, mask, positions = (t.to(self._device) for t in
-                                    suffix_batch_inputs(suffix_ids[start:stop], prefix_len, self.pad_id))
-            cache = new_cache(prefix_kv, stop - start, mask.shape[1], self.model.config)
+                                    suffix_batch_inputs(tails[start:stop], lens[start:stop], self.pad_id))
+            cache = new_cache(narrow_rows(block, start, stop, width), mask.shape[1], self.model.config)
             logits.append(self._forward(ids, mask, positions, cache))
-            parts.append([(layer.keys[:, :, prefix_len:], layer.values[:, :, prefix_len:]) for layer in cache.layers])
-        joint = []
-        for li in range(len(parts[0])):
-            pair = []
-            for j in range(2):
-                like = parts[0][li][j]
-                t = like.new_zeros((len(suffix_ids), like.shape[1], width, like.shape[3]))
-                for (start, stop), part in zip(groups, parts):
-                    t[start:stop, :, width - part[li][j].shape[2] :] = part[li][j]
-                pair.append(t)
-            joint.append(tuple(pair))
-        return torch.cat(logits), joint
+            parts.append(tail_kv(cache, width))
+        return torch.cat(logits), right_aligned(parts, groups, len(tails), max(len(s) for s in tails))
 
     def _decode(self, cache, logits: torch.Tensor, rows: _Rows, pick: Callable[[torch.Tensor], torch.Tensor],
                 decided: Callable[[list[int], list[list[int]]], list[int]] | None = None) -> list[list[int] | None]:
@@ -264,43 +269,43 @@ class GenerationEngine:
     # -- public API --------------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def greedy(self, prefix: str, suffixes: Sequence[str]) -> list[str]:
-        """Greedy answer text for prefix+suffix for each suffix (decoded new text, cut at the first stop string,
-        stripped)."""
-        if not suffixes:
+    def greedy(self, prompts: Sequence[PromptPair]) -> list[str]:
+        """Greedy answer text for each (prefix, suffix) prompt (decoded new text, cut at the first stop string,
+        stripped), in input order."""
+        if not prompts:
             return []
-        prefix_kv, suffix_ids = self._shared(prefix, suffixes)
-        answers: list[str] = [""] * len(suffixes)
-        for batch in length_buckets([len(s) for s in suffix_ids], self.batch_size):
-            cache, logits, rows = self._prefill(prefix_kv, [suffix_ids[i] for i in batch])
+        heads, tails = self._layout(prompts)
+        answers: list[str] = [""] * len(prompts)
+        for batch in length_buckets([len(s) for s in tails], self.batch_size):
+            cache, logits, rows = self._prefill([heads[i] for i in batch], [tails[i] for i in batch])
             for i, toks in zip(batch, self._decode(cache, logits, rows, greedy_token)):
                 answers[i] = finish_text(self.tokenizer, toks, self.stop)
         return answers
 
     @torch.inference_mode()
-    def sample(self, prefix: str, suffixes: Sequence[str], *, num_samples: int, temperature: float, top_k: int,
+    def sample(self, prompts: Sequence[PromptPair], *, num_samples: int, temperature: float, top_k: int,
                generator: torch.Generator, stop_at_first: Callable[[int, str], bool] | None = None
                ) -> list[list[str]]:
-        """num_samples sampled answers per suffix (same post-processing). Seeded via `generator` => reproducible.
+        """num_samples sampled answers per prompt (same post-processing). Seeded via `generator` => reproducible.
 
         Each prompt is prefilled once; its cache is then repeated num_samples times. Draws come from `generator`
-        (on the model's device) in batch order, so the same generator state, suffixes and engine settings give the
-        same samples. `stop_at_first(suffix_index, answer)`: when it returns True for a finished sample, that
-        suffix's unfinished samples are abandoned; its list then holds only the samples finished so far (in sample
+        (on the model's device) in batch order, so the same generator state, prompts and engine settings give the
+        same samples. `stop_at_first(prompt_index, answer)`: when it returns True for a finished sample, that
+        prompt's unfinished samples are abandoned; its list then holds only the samples finished so far (in sample
         order, possibly fewer than num_samples). Since all samples of a prompt decode in parallel this saves only
         the steps of longer samples.
         """
-        if not suffixes:
+        if not prompts:
             return []
-        prefix_kv, suffix_ids = self._shared(prefix, suffixes)
+        heads, tails = self._layout(prompts)
         n = max(1, int(num_samples))
-        out: list[list[str]] = [[] for _ in suffixes]
+        out: list[list[str]] = [[] for _ in prompts]
 
         def pick(logits: torch.Tensor) -> torch.Tensor:
             return sample_token(logits, temperature=temperature, top_k=top_k, generator=generator)
 
-        for batch in length_buckets([len(s) for s in suffix_ids], max(1, self.sample_batch_rows // n)):
-            cache, logits, rows = self._prefill(prefix_kv, [suffix_ids[i] for i in batch])
+        for batch in length_buckets([len(s) for s in tails], max(1, self.sample_batch_rows // n)):
+            cache, logits, rows = self._prefill([heads[i] for i in batch], [tails[i] for i in batch])
             rows = rows.select(torch.arange(len(batch), device=self._device).repeat_interleave(n), cache)
             rows.index = torch.arange(len(batch) * n, device=self._device)
             decided = None
@@ -318,19 +323,17 @@ class GenerationEngine:
         return out
 
     @torch.inference_mode()
-    def path_logits(self, prefix: str, suffixes: Sequence[str], paths: Sequence[Sequence[int]],
+    def path_logits(self, prompts: Sequence[PromptPair], paths: Sequence[Sequence[int]],
                     owner: Sequence[int]) -> list[torch.Tensor]:
-        """Teacher-forced scores: for each path (answer tokens for suffix `owner[j]`), fp32 logits
-        [len(path) + 1, V] at every path position and one after it, on top of the cached prefix."""
-        prefix_kv, tails = self._shared(prefix, suffixes)
-        prefix_len = prefix_kv[0][0].shape[2] if prefix_kv else 0
+        """Teacher-forced scores: for each path (answer tokens for prompt `owner[j]`), fp32 logits
+        [len(path) + 1, V] at every path position and one after it, on top of the cached prefixes."""
+        heads, tails = self._layout(prompts)
         rows = [list(tails[o]) + list(p) for o, p in zip(owner, paths)]
         out: list[torch.Tensor | None] = [None] * len(rows)
         for batch in length_buckets([len(r) for r in rows], self.batch_size):
-            ids, mask, positions = (t.to(self._device) for t in
-                                    suffix_batch_inputs([rows[j] for j in batch], prefix_len, self.pad_id))
+            block, _, ids, mask, positions = self._inputs([heads[owner[j]] for j in batch], [rows[j] for j in batch])
             keep = max(len(paths[j]) for j in batch) + 1
-            cache = new_cache(prefix_kv, len(batch), mask.shape[1], self.model.config)
+            cache = new_cache(block, mask.shape[1], self.model.config)
             res = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                              logits_to_keep=keep, **{self._cache_kw: cache})
             for row, j in enumerate(batch):

@@ -15,6 +15,7 @@ from transformers import GenerationConfig
 from gradual_lightning.probing.batching import pad_batch
 from gradual_lightning.probing.tokens import (
     PromptInput,
+    PromptPair,
     encode_prompt,
     eos_ids,
     finish_text,
@@ -68,18 +69,19 @@ def naive_generate(model, tokenizer, prompts: Sequence[PromptInput], *, max_new_
 
 
 class HFGenerateBackend:
-    """The probe-backend protocol (`backend.ProbeBackend`) on plain `generate` and plain forwards."""
+    """The probe-backend protocol (`backend.ProbeBackend`) on plain `generate` and plain forwards: prompts go to
+    `generate` `batch_size` at a time in input order, whatever their prefixes (left-padded when > 1)."""
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 12, batch_size: int = 32, stop: str = "\n"):
         self.model, self.tokenizer, self.stop = model, tokenizer, stop
         self.max_new_tokens, self.batch_size = int(max_new_tokens), max(1, int(batch_size))
         self.stop_ids = sorted(set(stop_token_ids(tokenizer, stop)) | set(eos_ids(model, tokenizer)))
 
-    def greedy(self, prefix: str, suffixes: Sequence[str]) -> list[str]:
-        return naive_generate(self.model, self.tokenizer, [(prefix, s) for s in suffixes],
+    def greedy(self, prompts: Sequence[PromptPair]) -> list[str]:
+        return naive_generate(self.model, self.tokenizer, list(prompts),
                               max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, stop=self.stop)
 
-    def sample(self, prefix: str, suffixes: Sequence[str], *, num_samples: int, temperature: float, top_k: int,
+    def sample(self, prompts: Sequence[PromptPair], *, num_samples: int, temperature: float, top_k: int,
                generator: torch.Generator, stop_at_first: Callable[[int, str], bool] | None = None
                ) -> list[list[str]]:
         """`num_return_sequences` samples per prompt. `generate` draws from the global RNG: it is seeded from
@@ -90,21 +92,21 @@ class HFGenerateBackend:
         device = next(self.model.parameters()).device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            rows = naive_generate_ids(self.model, self.tokenizer, [(prefix, s) for s in suffixes],
+            rows = naive_generate_ids(self.model, self.tokenizer, list(prompts),
                                       max_new_tokens=self.max_new_tokens, batch_size=max(1, self.batch_size // n),
                                       stop=self.stop, do_sample=True, num_return_sequences=n,
                                       temperature=temperature, top_k=top_k)
         texts = [finish_text(self.tokenizer, r, self.stop) for r in rows]
-        return [texts[i * n:(i + 1) * n] for i in range(len(suffixes))]
+        return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
 
     @torch.inference_mode()
-    def path_logits(self, prefix: str, suffixes: Sequence[str], paths: Sequence[Sequence[int]],
+    def path_logits(self, prompts: Sequence[PromptPair], paths: Sequence[Sequence[int]],
                     owner: Sequence[int]) -> list[torch.Tensor]:
         """fp32 logits [len(path) + 1, V] along each path, one plain forward per path (no cache)."""
         device = next(self.model.parameters()).device
         out = []
         for o, path in zip(owner, paths):
-            ids = encode_prompt(self.tokenizer, prefix, suffixes[o]) + list(path)
+            ids = encode_prompt(self.tokenizer, *prompts[o]) + list(path)
             logits = self.model(input_ids=torch.tensor([ids], device=device)).logits[0]
             out.append(logits[len(ids) - len(path) - 1:].float())
         return out

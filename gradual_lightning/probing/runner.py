@@ -1,12 +1,14 @@
 """Probe a model on a set of questions: greedy phase, adaptive sampling phase, categories.
 
-Prompts are grouped by their shared prefix, so a backend (`backend.py`) can compute each exemplar prefix once.
+Each phase hands the backend (`backend.py`) chunks of (prefix, suffix) prompts, ordered by prefix but cut regardless
+of it: a chunk holds many questions of few prefixes (a backend computes each exemplar prefix once and shares the
+question template), and a small pool still fills its chunks with several exemplar sets.
 Work can be sharded across data-parallel ranks (each rank probes questions[rank::world_size]); results are gathered
 in input order.
 
 `probe.method` says how (`run_probe` dispatches on it):
 - generate: greedy answers and samples decoded (SliCK as published); p_sampled = share of correct samples.
-- score: no decoding. One teacher-forced pass per (prompt, alias) (`scoring.score_suffixes` on the backend's
+- score: no decoding. One teacher-forced pass per (prompt, alias) (`scoring.score_prompts` on the backend's
   `path_logits`) gives greedy correctness and the exact probability p_j that one sample from prompt j is correct.
   p_greedy = share of prompts whose greedy answer is an alias; p_sampled = mean_j p_j (the expected share of correct
   samples); p_detect = 1 - prod_j (1 - p_j) ** num_samples (the chance that SliCK's num_prompts x num_samples samples
@@ -30,7 +32,7 @@ from gradual_lightning.probing.config import ProbeConfig
 from gradual_lightning.probing.mastery import SLICK, MasteryThresholds, categorize
 from gradual_lightning.probing.matching import is_correct
 from gradual_lightning.probing.prompts import Prompt, build_prompts, draw_exemplar_sets
-from gradual_lightning.probing.scoring import Scored, p_detect, score_suffixes
+from gradual_lightning.probing.scoring import Scored, p_detect, score_prompts
 from gradual_lightning.records import QARecord
 
 
@@ -64,40 +66,48 @@ def _chunks(items: list, size: int):
         yield items[i:i + size]
 
 
+def _by_prefix(items: Sequence[tuple[str, int]], prompts: dict[str, list[Prompt]]) -> list[tuple[str, int]]:
+    """(question id, prompt index) items grouped by their prompt's prefix, prefixes in order of first appearance."""
+    groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for qid, j in items:
+        groups[prompts[qid][j].prefix].append((qid, j))
+    return [item for group in groups.values() for item in group]
+
+
+def _pairs(prompts: dict[str, list[Prompt]], items: Sequence[tuple[str, int]]) -> list[tuple[str, str]]:
+    return [(prompts[qid][j].prefix, prompts[qid][j].suffix) for qid, j in items]
+
+
+def _all_items(prompts: dict[str, list[Prompt]]) -> list[tuple[str, int]]:
+    return _by_prefix([(qid, j) for qid, plist in prompts.items() for j in range(len(plist))], prompts)
+
+
 def _greedy_phase(backend, prompts: dict[str, list[Prompt]], chunk: int, bar) -> dict[str, list[str]]:
-    """All greedy answers, one backend call per (prefix, chunk of suffixes)."""
-    groups: dict[str, list[tuple[str, int, str]]] = defaultdict(list)
-    for qid, plist in prompts.items():
-        for j, p in enumerate(plist):
-            groups[p.prefix].append((qid, j, p.suffix))
+    """All greedy answers, one backend call per chunk of prompts (several prefixes where the pool is small)."""
     answers = {qid: [""] * len(plist) for qid, plist in prompts.items()}
-    for prefix, items in groups.items():
-        for part in _chunks(items, chunk):
-            for (qid, j, _), text in zip(part, backend.greedy(prefix, [s for _, _, s in part])):
-                answers[qid][j] = text
-            bar.update(len(part))
+    for part in _chunks(_all_items(prompts), chunk):
+        for (qid, j), text in zip(part, backend.greedy(_pairs(prompts, part))):
+            answers[qid][j] = text
+        bar.update(len(part))
     return answers
 
 
 def _sampling_phase(backend, prompts, to_sample: dict[str, QARecord], cfg: ProbeConfig, chunk: int, bar):
-    """Samples per question, prompt by prompt; with early stop, a question leaves once one sample is correct."""
+    """Samples per question, prompt index by prompt index (each a chunked call over the questions still sampled,
+    across their prefixes); with early stop, a question leaves once one sample is correct."""
     generator = torch.Generator().manual_seed(cfg.seed)
     samples: dict[str, list[str]] = {qid: [] for qid in to_sample}
     stopped_early: set[str] = set()
     for j in range(cfg.num_prompts):
-        groups: dict[str, list[str]] = defaultdict(list)
-        for qid in to_sample:
-            if qid not in stopped_early:
-                groups[prompts[qid][j].prefix].append(qid)
-        for prefix, qids in groups.items():
-            for part in _chunks(qids, chunk):
-                outs = backend.sample(prefix, [prompts[q][j].suffix for q in part], num_samples=cfg.num_samples,
-                                     temperature=cfg.temperature, top_k=cfg.top_k, generator=generator)
-                for qid, texts in zip(part, outs):
-                    samples[qid].extend(texts)
-                    if cfg.early_stop_sampling and any(is_correct(t, to_sample[qid].answers, cfg.match) for t in texts):
-                        stopped_early.add(qid)
-                bar.update(len(part) * cfg.num_samples)
+        items = _by_prefix([(qid, j) for qid in to_sample if qid not in stopped_early], prompts)
+        for part in _chunks(items, chunk):
+            outs = backend.sample(_pairs(prompts, part), num_samples=cfg.num_samples, temperature=cfg.temperature,
+                                  top_k=cfg.top_k, generator=generator)
+            for (qid, _), texts in zip(part, outs):
+                samples[qid].extend(texts)
+                if cfg.early_stop_sampling and any(is_correct(t, to_sample[qid].answers, cfg.match) for t in texts):
+                    stopped_early.add(qid)
+            bar.update(len(part) * cfg.num_samples)
     return samples, stopped_early
 
 
@@ -177,19 +187,14 @@ def run_probe(
 
 def _score_phase(backend, prompts: dict[str, list[Prompt]], answers: dict[str, Sequence[str]], cfg: ProbeConfig,
                  chunk: int, bar) -> dict[str, list[Scored]]:
-    """Every prompt of `prompts` scored against its question's aliases, one backend call per (prefix, chunk)."""
-    groups: dict[str, list[tuple[str, int, str]]] = defaultdict(list)
-    for qid, plist in prompts.items():
-        for j, p in enumerate(plist):
-            groups[p.prefix].append((qid, j, p.suffix))
+    """Every prompt of `prompts` scored against its question's aliases, one backend call per chunk of prompts."""
     scored: dict[str, list] = {qid: [None] * len(plist) for qid, plist in prompts.items()}
-    for prefix, items in groups.items():
-        for part in _chunks(items, chunk):
-            outs = score_suffixes(backend, prefix, [s for _, _, s in part], [answers[qid] for qid, _, _ in part],
-                                  temperature=cfg.temperature, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens)
-            for (qid, j, _), out in zip(part, outs):
-                scored[qid][j] = out
-            bar.update(len(part))
+    for part in _chunks(_all_items(prompts), chunk):
+        outs = score_prompts(backend, _pairs(prompts, part), [answers[qid] for qid, _ in part],
+                             temperature=cfg.temperature, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens)
+        for (qid, j), out in zip(part, outs):
+            scored[qid][j] = out
+        bar.update(len(part))
     return scored
 
 

@@ -1,11 +1,11 @@
 """Teacher-forced scoring on any probe backend: SliCK's greedy and sampled correctness without decoding.
 
 Feed prefix + suffix + alias tokens and read the next-token distributions along that path (`path_logits`, one
-forward per path): the greedy answer equals the alias iff every argmax follows the path and the argmax after it ends
-the answer; the probability that one sample (temperature, top-k, as `tokens.sample_token`) equals the alias is the
-product of the truncated-softmax probabilities along the path times the probability of ending there. Distinct
-aliases are disjoint events (a path ends at an answer-ending token, which no alias contains), so their
-probabilities add up.
+teacher-forced row per path): the greedy answer equals the alias iff every argmax follows the path and the argmax
+after it ends the answer; the probability that one sample (temperature, top-k, as `tokens.sample_token`) equals
+the alias is the product of the truncated-softmax probabilities along the path times the probability of ending
+there. Distinct aliases are disjoint events (a path ends at an answer-ending token, which no alias contains), so
+their probabilities add up.
 
 "Ends the answer": EOS or a token whose text holds the stop string with only whitespace before it
 (`tokens.answer_end_ids`): after it `finish_text` leaves the alias exactly as it was. With `max_new_tokens` (the
@@ -36,6 +36,7 @@ import torch
 from gradual_lightning.probing.backend import ProbeBackend
 from gradual_lightning.probing.matching import is_correct
 from gradual_lightning.probing.tokens import (
+    PromptPair,
     answer_end_ids,
     encode_suffix,
     finish_text,
@@ -46,7 +47,7 @@ from gradual_lightning.probing.tokens import (
 
 @dataclass(frozen=True)
 class Scored:
-    """One suffix scored against its aliases."""
+    """One prompt scored against its aliases."""
 
     greedy_hit: bool        # greedy decoding produces one of the aliases exactly
     greedy_answer: str | None  # that answer (the decoded alias) on a hit, else None (unknown: not decoded)
@@ -55,7 +56,7 @@ class Scored:
 
 def alias_paths(tokenizer, aliases: Sequence[Sequence[str]], stop: str = "\n"
                 ) -> tuple[list[list[int]], list[int], list[str]]:
-    """Token paths of every distinct alias of every suffix, which suffix each path belongs to, and its decoded
+    """Token paths of every distinct alias of every prompt, which prompt each path belongs to, and its decoded
     answer. Paths whose decoded answer would not be correct under match=exact are left out."""
     paths, owner, texts = [], [], []
     for i, names in enumerate(aliases):
@@ -79,19 +80,20 @@ def end_ids(backend: ProbeBackend) -> list[int]:
     return answer_end_ids(backend.tokenizer, eos, backend.stop)
 
 
-def score_suffixes(backend: ProbeBackend, prefix: str, suffixes: Sequence[str], aliases: Sequence[Sequence[str]],
-                   *, temperature: float, top_k: int, max_new_tokens: int | None = None) -> list[Scored]:
-    """Per suffix: greedy hit and sample probability, from one `path_logits` call (one forward per alias path)."""
+def score_prompts(backend: ProbeBackend, prompts: Sequence[PromptPair], aliases: Sequence[Sequence[str]],
+                  *, temperature: float, top_k: int, max_new_tokens: int | None = None) -> list[Scored]:
+    """Per (prefix, suffix) prompt, any mix of prefixes: greedy hit and sample probability against its aliases, from
+    one `path_logits` call (one teacher-forced row per alias path)."""
     paths, owner, texts = alias_paths(backend.tokenizer, aliases, backend.stop)
     if max_new_tokens is not None:
         keep = [j for j, p in enumerate(paths) if len(p) <= max_new_tokens]
         paths, owner, texts = [paths[j] for j in keep], [owner[j] for j in keep], [texts[j] for j in keep]
-    hit: list[str | None] = [None] * len(suffixes)
-    total = [0.0] * len(suffixes)
+    hit: list[str | None] = [None] * len(prompts)
+    total = [0.0] * len(prompts)
     if not paths:
-        return [Scored(False, None, 0.0) for _ in suffixes]
+        return [Scored(False, None, 0.0) for _ in prompts]
     ends = torch.tensor(end_ids(backend), dtype=torch.long)
-    for path, o, text, logits in zip(paths, owner, texts, backend.path_logits(prefix, suffixes, paths, owner)):
+    for path, o, text, logits in zip(paths, owner, texts, backend.path_logits(prompts, paths, owner)):
         n = len(path)
         needs_end = max_new_tokens is None or n < max_new_tokens
         valid = ends[ends < logits.shape[-1]]
@@ -107,19 +109,18 @@ def score_suffixes(backend: ProbeBackend, prefix: str, suffixes: Sequence[str], 
     return [Scored(h is not None, h, min(1.0, max(0.0, t))) for h, t in zip(hit, total)]
 
 
-def greedy_matches_alias(backend: ProbeBackend, prefix: str, suffixes: Sequence[str],
-                         aliases: Sequence[Sequence[str]], *, max_new_tokens: int | None = None) -> list[bool]:
-    """Per suffix: would greedy decoding of prefix+suffix produce exactly one of its aliases?"""
-    return [s.greedy_hit for s in score_suffixes(backend, prefix, suffixes, aliases, temperature=1.0, top_k=0,
-                                                 max_new_tokens=max_new_tokens)]
+def greedy_matches_alias(backend: ProbeBackend, prompts: Sequence[PromptPair], aliases: Sequence[Sequence[str]], *,
+                         max_new_tokens: int | None = None) -> list[bool]:
+    """Per prompt: would greedy decoding of prefix+suffix produce exactly one of its aliases?"""
+    return [s.greedy_hit for s in score_prompts(backend, prompts, aliases, temperature=1.0, top_k=0,
+                                                max_new_tokens=max_new_tokens)]
 
 
-def p_sample_equals_alias(backend: ProbeBackend, prefix: str, suffixes: Sequence[str],
-                          aliases: Sequence[Sequence[str]], *, temperature: float, top_k: int,
-                          max_new_tokens: int | None = None) -> list[float]:
-    """Per suffix: probability that one sample (temperature, top-k) equals one of its aliases (summed over them)."""
-    return [s.p_sample for s in score_suffixes(backend, prefix, suffixes, aliases, temperature=temperature,
-                                               top_k=top_k, max_new_tokens=max_new_tokens)]
+def p_sample_equals_alias(backend: ProbeBackend, prompts: Sequence[PromptPair], aliases: Sequence[Sequence[str]],
+                          *, temperature: float, top_k: int, max_new_tokens: int | None = None) -> list[float]:
+    """Per prompt: probability that one sample (temperature, top-k) equals one of its aliases (summed over them)."""
+    return [s.p_sample for s in score_prompts(backend, prompts, aliases, temperature=temperature, top_k=top_k,
+                                              max_new_tokens=max_new_tokens)]
 
 
 def p_detect(p_per_prompt: Sequence[float], num_samples: int) -> float:

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
-PromptInput = str | tuple[str, str] | Sequence[int]  # a string (tokenised as a prefix), (prefix, suffix), or ids
+PromptPair = tuple[str, str]  # (prefix, suffix): the few-shot exemplars and the question, tokenised separately
+PromptInput = str | PromptPair | Sequence[int]  # a string (tokenised as a prefix), (prefix, suffix), or ids
 
 
 def encode_prefix(tokenizer, prefix: str) -> list[int]:
