@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import time
@@ -42,6 +41,7 @@ from gradual_lightning.models import load_model  # noqa: E402
 from gradual_lightning.probing.engine import GenerationEngine  # noqa: E402
 from gradual_lightning.probing.hf import naive_generate_ids  # noqa: E402
 from gradual_lightning.probing.tokens import encode_prompt, finish_text, stop_token_ids  # noqa: E402
+from gradual_lightning.provenance import machine_record  # noqa: E402
 
 CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America", "OC": "Oceania",
               "SA": "South America", "AN": "Antarctica"}
@@ -220,8 +220,7 @@ def report(args, lm, sets, greedy, ref_ids, sampling, ceiling) -> dict:
     }
     return {
         "config": vars(args), "model": lm.name, "params": params, "gflop_per_token_forward": round(gflop_per_tf, 4),
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "platform": platform.platform(), "loadavg_1m_after": round(os.getloadavg()[0], 2)},
+        "machine": machine_record(),
         "matmul_ceiling_gflops": round(ceiling, 1), "num_prompts": n, "num_prefixes": len(sets),
         "prompt_tokens": prompt_tokens, "useful_token_forwards": useful, "reference": ref_name,
         "greedy": rows, "sampling": samp, "sampling_total_samples_engine": m, "targets_met": targets,
@@ -233,7 +232,7 @@ def report(args, lm, sets, greedy, ref_ids, sampling, ceiling) -> dict:
 def print_report(res: dict) -> None:
     head = (f"{res['model']} | {res['config']['dtype']} | {res['num_prompts']} prompts over {res['num_prefixes']} "
             f"prefixes | {res['machine']['torch_threads']} threads (load {res['machine']['loadavg_1m_before']} -> "
-            f"{res['machine']['loadavg_1m_after']}) | matmul ceiling "
+            f"{res['machine']['loadavg_1m']}) | matmul ceiling "
             f"{res['matmul_ceiling_gflops']} GFLOP/s | {res['gflop_per_token_forward']} GFLOP/token-forward")
     note = ("useful token-forwards = prompt tokens (prefix counted for every prompt, as if computed) + generated "
             f"tokens of {res['reference']}: {res['useful_token_forwards']} for every method; computed = tokens the "
