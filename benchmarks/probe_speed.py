@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,8 +39,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gradual_lightning.models import load_model  # noqa: E402
+from gradual_lightning.probing.config import ProbeConfig  # noqa: E402
 from gradual_lightning.probing.engine import GenerationEngine  # noqa: E402
 from gradual_lightning.probing.hf import naive_generate_ids  # noqa: E402
+from gradual_lightning.probing.matching import is_correct  # noqa: E402
+from gradual_lightning.probing.scoring import p_detect, score_suffixes  # noqa: E402
 from gradual_lightning.probing.tokens import encode_prompt, finish_text, stop_token_ids  # noqa: E402
 from gradual_lightning.provenance import machine_record  # noqa: E402
 
@@ -157,25 +161,132 @@ def greedy_phase(lm, sets, args) -> tuple[dict, list[list[int]]]:
     return results, ids_a if ids_a is not None else ids_b
 
 
+def sampled_prompts(sets, n: int) -> list[tuple[str, list[str], list[str]]]:
+    """The first prompts of each exemplar set, n in all (spread over the sets): (prefix, suffixes, gold answers)."""
+    per = [n // len(sets) + (i < n % len(sets)) for i in range(len(sets))]
+    return [(s["prefix"], s["suffixes"][:k], s["answers"][:k]) for s, k in zip(sets, per)]
+
+
 def sampling_phase(lm, sets, args) -> dict:
     model, tok = lm.model, lm.tokenizer
-    per = [args.sample_prompts // len(sets) + (i < args.sample_prompts % len(sets)) for i in range(len(sets))]
-    chosen = [(s["prefix"], s["suffixes"][:k]) for s, k in zip(sets, per)]
+    chosen = sampled_prompts(sets, args.sample_prompts)
     kw = {"temperature": args.temperature, "top_k": args.top_k}
     results = {}
     torch.manual_seed(0)
     (hf, _), t = timed(lambda: [naive_generate_ids(model, tok, [(p, q)], max_new_tokens=args.max_new_tokens,
                                               do_sample=True, num_return_sequences=args.num_samples, **kw)
-                           for p, qs in chosen for q in qs], "HF sampling")
+                           for p, qs, _ in chosen for q in qs], "HF sampling")
     results[f"HF generate(num_return_sequences={args.num_samples})"] = {
         "seconds": t, "samples": [[finish_text(tok, r, STOP) for r in rows] for rows in hf]}
     engine = GenerationEngine(model, tok, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, stop=STOP,
                               sample_batch_rows=args.sample_rows)
     gen = torch.Generator().manual_seed(0)
-    (out, _), t = timed(lambda: [a for p, qs in chosen for a in engine.sample(p, qs, num_samples=args.num_samples,
-                                                                           generator=gen, **kw)], "engine sampling")
-    results["GenerationEngine.sample"] = {"seconds": t, "samples": out}
+    (out, comp), t = timed(lambda: [a for p, qs, _ in chosen for a in engine.sample(
+        p, qs, num_samples=args.num_samples, generator=gen, **kw)], "engine sampling")
+    results["GenerationEngine.sample"] = {"seconds": t, "samples": out, "computed": comp}
     return results
+
+
+# ----------------------------------------------------------------------------------------------- exact probing
+
+
+def median_timed(fn, repeats: int, label: str):
+    """fn() `repeats` times: the last output and token-forwards, and the median seconds."""
+    runs = [timed(fn) for _ in range(repeats)]
+    seconds = statistics.median(t for _, t in runs)
+    print(f"  {label}: median {seconds:.2f} s of {repeats} (load {os.getloadavg()[0]:.2f})", file=sys.stderr,
+          flush=True)
+    (out, computed), _ = runs[-1]
+    return out, computed, seconds
+
+
+def exact_phase(lm, sets, args) -> dict:
+    """probe.method=score on the same prompts (scoring.score_suffixes on the engine, one call per exemplar set, as
+    the runner does per prefix): greedy correctness of every prompt, and the exact probability that one sample is
+    right on the prompts the sampling phase samples. Median of --exact-repeats runs each."""
+    engine = GenerationEngine(lm.model, lm.tokenizer, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                              stop=STOP)
+    kw = {"temperature": args.temperature, "top_k": args.top_k, "max_new_tokens": args.max_new_tokens}
+
+    def score(chosen):
+        return [o for p, qs, golds in chosen for o in score_suffixes(engine, p, qs, [[g] for g in golds], **kw)]
+
+    every = [(s["prefix"], s["suffixes"], s["answers"]) for s in sets]
+    greedy, greedy_computed, greedy_s = median_timed(lambda: score(every), args.exact_repeats, "scoring greedy")
+    chosen = sampled_prompts(sets, args.sample_prompts)
+    exact, exact_computed, exact_s = median_timed(lambda: score(chosen), args.exact_repeats, "exact sampling")
+    return {"greedy": greedy, "greedy_computed": greedy_computed, "greedy_seconds": greedy_s,
+            "sampled": exact, "sampled_computed": exact_computed, "sampled_seconds": exact_s,
+            "sampled_golds": [g for _, _, golds in chosen for g in golds]}
+
+
+def exact_report(res: dict, sets, greedy: dict, sampling: dict, exact: dict) -> dict:
+    """Rows: scoring greedy (prompts/s, agreement with the engine's decoded greedy under match=exact) and exact
+    sampling vs engine sampling of num_samples per prompt (seconds per question for the WeaklyKnown/Unknown decision,
+    counted at the published N_ex prompts per question), each with its share of the matmul ceiling: FLOPs = 2 *
+    params * token-forwards actually computed (useful ones too for scoring greedy, as the greedy rows)."""
+    gflop, ceiling, n = res["gflop_per_token_forward"], res["matmul_ceiling_gflops"], res["num_prompts"]
+
+    def pct(token_forwards: int, seconds: float) -> float:
+        return round(100 * token_forwards / seconds * gflop / ceiling, 1)
+
+    golds = [g for s in sets for g in s["answers"]]
+    decoded = [is_correct(a, [g], "exact") for a, g in zip(greedy["(c) GenerationEngine"]["answers"], golds)]
+    scored = [o.greedy_hit for o in exact["greedy"]]
+    t = exact["greedy_seconds"]
+    rows = {"(s) scoring greedy": {
+        "seconds": round(t, 3), "prompts_per_s": round(n / t, 3),
+        "agreement_with_(c)": round(sum(a == b for a, b in zip(scored, decoded)) / n, 4),
+        "correct_scored": sum(scored), "correct_decoded_(c)": sum(decoded),
+        "speedup_vs_(c)": round(greedy["(c) GenerationEngine"]["seconds"] / t, 2),
+        "pct_of_matmul_ceiling": pct(res["useful_token_forwards"], t),
+        "computed_token_forwards": exact["greedy_computed"],
+        "pct_of_ceiling_computed": pct(exact["greedy_computed"], t)}}
+    m, k, per_question = len(exact["sampled"]), res["config"]["num_samples"], ProbeConfig().num_prompts
+    eng = sampling["GenerationEngine.sample"]
+    share = [sum(is_correct(x, [g], "exact") for x in xs) / len(xs) for xs, g in zip(eng["samples"],
+                                                                                     exact["sampled_golds"])]
+    p = [o.p_sample for o in exact["sampled"]]
+    rows[f"engine sampling, {k} per prompt"] = {
+        "seconds": round(eng["seconds"], 3), "s_per_question": round(eng["seconds"] / m * per_question, 3),
+        "mean_share_correct": round(sum(share) / m, 4),
+        "prompts_with_a_correct_sample": sum(x > 0 for x in share),
+        "computed_token_forwards": eng["computed"], "pct_of_ceiling_computed": pct(eng["computed"], eng["seconds"])}
+    t = exact["sampled_seconds"]
+    rows["exact sampling (scoring)"] = {
+        "seconds": round(t, 3), "s_per_question": round(t / m * per_question, 3),
+        "mean_share_correct": round(sum(p) / m, 4),
+        "prompts_with_a_correct_sample": round(sum(p_detect([x], k) for x in p), 2),
+        "speedup_vs_engine_sampling": round(eng["seconds"] / t, 2),
+        "computed_token_forwards": exact["sampled_computed"],
+        "pct_of_ceiling_computed": pct(exact["sampled_computed"], t)}
+    return {"rows": rows, "note": (
+        f"median of {res['config']['exact_repeats']} runs for the scoring rows, one run for engine sampling; "
+        f"s_per_question at {per_question} prompts per question; for exact sampling, mean_share_correct is the "
+        "expected share and prompts_with_a_correct_sample the expected count (1 - (1 - p)^num_samples summed)"),
+        "targets": {"exact_sampling>=20x_fewer_s_per_question": rows["exact sampling (scoring)"][
+            "speedup_vs_engine_sampling"] >= 20}}
+
+
+def print_exact(res: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = res["exact"]["rows"]
+    cols = ["seconds", "prompts_per_s", "s_per_question", "speedup_vs_(c)", "speedup_vs_engine_sampling",
+            "agreement_with_(c)", "correct_scored", "correct_decoded_(c)", "mean_share_correct",
+            "prompts_with_a_correct_sample", "pct_of_matmul_ceiling", "computed_token_forwards",
+            "pct_of_ceiling_computed"]
+    table = Table(title="exact probing (probe.method=score) on the same prompts")
+    table.add_column("method")
+    for col in cols:
+        table.add_column(col.replace("_", " "), justify="right")
+    for name, r in rows.items():
+        table.add_row(name, *(str(r.get(c, "")) for c in cols))
+    console = Console(width=200)
+    console.print(table)
+    console.print(res["exact"]["note"])
+    console.print("targets met:", res["exact"]["targets"])
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -279,6 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--temperature", type=float, default=0.5)
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch default (one per core)")
+    p.add_argument("--exact-repeats", type=int, default=3, help="runs of each exact-probing row (median)")
     p.add_argument("--skip-naive", action="store_true", help="skip (a), the slowest baseline (reference becomes b)")
     p.add_argument("--out", default="benchmarks/results/probe_speed.json")
     args = p.parse_args(argv)
@@ -298,9 +410,12 @@ def main(argv: list[str] | None = None) -> dict:
     ceiling = matmul_ceiling(getattr(torch, args.dtype))
     greedy, ref_ids = greedy_phase(lm, sets, args)
     sampling = sampling_phase(lm, sets, args)
+    exact = exact_phase(lm, sets, args)
     res = report(args, lm, sets, greedy, ref_ids, sampling, ceiling)
     res["machine"]["loadavg_1m_before"] = round(load_before, 2)
+    res["exact"] = exact_report(res, sets, greedy, sampling, exact)
     print_report(res)
+    print_exact(res)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
