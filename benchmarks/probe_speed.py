@@ -19,6 +19,11 @@ thread count, so "% of ceiling" = useful token-forwards/s * FLOPs per token-forw
 
 Sampling phase: engine.sample vs HF generate(do_sample=True, num_return_sequences=N, top_k, temperature), one
 prompt per call, on the first --sample-prompts prompts (spread over the prefixes).
+
+Exact probing (probe.method=score, `scoring.score_suffixes` on the engine), median of --exact-repeats runs: scoring
+greedy on every prompt (agreement with (c)'s decoded answers under match=exact), and the exact probability that one
+sample is right on the sampled prompts against engine sampling, as seconds per question for the WeaklyKnown/Unknown
+decision (at the published 10 prompts per question). Ceiling shares count 2 * parameters FLOPs per token-forward.
 """
 
 from __future__ import annotations
