@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup run probe test test-slow bench lint clean
+.PHONY: setup run probe test test-slow bench validate lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ test-slow: setup
 
 bench: setup
 	$(PY) benchmarks/probe_speed.py $(ARGS)
+
+# Exact probing (probe.method=score|hybrid) against generation on real data: docs/exact_probing.md.
+validate: setup
+	$(PY) benchmarks/validate_exact.py $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -21,16 +22,28 @@ from gradual_lightning.probing.prober import probe_questions
 from gradual_lightning.probing.summary import counts_by_relation, plot_categories, summary_table
 from gradual_lightning.provenance import run_record
 from gradual_lightning.quiet import quiet_libraries
-from gradual_lightning.records import SPLITS
+from gradual_lightning.records import SPLITS, QARecord, QASplits
 from gradual_lightning.training.metrics import category_counts
 from gradual_lightning.validation import check_value
 
 log = logging.getLogger("probe")
 
 
-def run(cfg: DictConfig, out_dir: Path) -> dict:
-    start = time.time()
-    quiet_libraries()
+@dataclass(frozen=True)
+class ProbeInputs:
+    """What probe.yaml's config asks to probe, validated and loaded (the model aside)."""
+
+    probe: ProbeConfig
+    thresholds: MasteryThresholds
+    data: QASplits
+    split: str
+    questions: list[QARecord]
+    exemplars: list[QARecord]  # the exemplar source (`probe.exemplar_source`)
+
+
+def probe_inputs(cfg: DictConfig) -> ProbeInputs:
+    """Probe settings, thresholds, data, the questions of `data.split` (the first `max_questions`) and the exemplar
+    source, as `run` probes them (benchmarks/validate_exact.py builds its probes with it too)."""
     check_value("max_questions", cfg.max_questions, "int", minimum=1, optional=True)
     probe_cfg = ProbeConfig.from_config(cfg.probe)
     thresholds = MasteryThresholds.from_config(cfg.mastery)
@@ -41,6 +54,15 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     data = load_data(data_cfg)
     questions = data[split][: cfg.max_questions] if cfg.max_questions else data[split]
     source = data.dev if probe_cfg.exemplar_source == "dev" else data.train
+    return ProbeInputs(probe_cfg, thresholds, data, split, list(questions), list(source))
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict:
+    start = time.time()
+    quiet_libraries()
+    inputs = probe_inputs(cfg)
+    probe_cfg, thresholds, data, split = inputs.probe, inputs.thresholds, inputs.data, inputs.split
+    questions, source = inputs.questions, inputs.exemplars
     lm = load_model(cfg.model)
     results, from_cache = probe_questions(
         lm.model, lm.tokenizer, questions, source, probe_cfg, thresholds, model_fingerprint=lm.fingerprint,

@@ -25,6 +25,12 @@ thread count, so "% of ceiling" = useful token-forwards/s * FLOPs per token-forw
 Sampling phase: engine.sample (one call over the chosen prompts, several exemplar sets) vs HF
 generate(do_sample=True, num_return_sequences=N, top_k, temperature), one prompt per call, on the first
 --sample-prompts prompts of the runner's order (spread over the prefixes).
+
+Exact probing (probe.method=score, `scoring.score_prompts` on the engine, prompts of several exemplar sets per
+call), median of --exact-repeats runs: scoring greedy on every prompt (agreement with (d)'s decoded answers under
+match=exact), and the exact probability that one sample is right on the sampled prompts (the same ones as the
+sampling phase) against engine sampling, as seconds per question for the WeaklyKnown/Unknown decision (at the
+published 10 prompts per question). Ceiling shares count 2 * parameters FLOPs per token-forward.
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -46,14 +51,18 @@ if str(ROOT) not in sys.path:
 
 from gradual_lightning.data import load_world_facts  # noqa: E402
 from gradual_lightning.models import load_model  # noqa: E402
+from gradual_lightning.probing.config import ProbeConfig  # noqa: E402
 from gradual_lightning.probing.engine import GenerationEngine  # noqa: E402
 from gradual_lightning.probing.hf import naive_generate_ids  # noqa: E402
 from gradual_lightning.probing.matching import is_correct  # noqa: E402
 from gradual_lightning.probing.prompts import build_prompts, draw_exemplar_sets  # noqa: E402
 from gradual_lightning.probing.runner import _all_items, _greedy_phase  # noqa: E402  (the runner's own order)
+from gradual_lightning.probing.scoring import p_detect, score_prompts  # noqa: E402
 from gradual_lightning.probing.tokens import encode_prompt, finish_text, stop_token_ids  # noqa: E402
+from gradual_lightning.provenance import machine_record  # noqa: E402
 
 STOP = "\n"
+CROSS_SET = "(d) engine, cross-set batching"
 TINY = ["--model", "conf/model/tiny_random.yaml", "--questions", "4", "--num-sets", "2", "--relations", "capital",
         "country_continent", "--batch-size", "4", "--max-new-tokens", "4", "--num-samples", "2", "--sample-prompts",
         "4", "--repeats", "1", "--ceiling-sizes", "256", "--out", "benchmarks/results/probe_speed_tiny.json"]
@@ -69,6 +78,11 @@ def build_probe_prompts(args) -> tuple[dict[str, list], dict[str, list[str]]]:
     questions = data.train[: args.questions]
     sets = draw_exemplar_sets(questions, data.dev, k=4, num_prompts=args.num_sets, mode="fixed", seed=0)
     return build_prompts(questions, sets), {q.id: list(q.answers) for q in questions}
+
+
+def sampled_items(items: list, n: int) -> list:
+    """n of the items in runner order, spread evenly over them (so over the prefixes): the prompts sampled."""
+    return items[::max(1, len(items) // max(1, n))][:n]
 
 
 def runner_order(prompts: dict[str, list]) -> list[tuple[str, str]]:
@@ -169,15 +183,13 @@ def greedy_phase(lm, prompts, args) -> tuple[dict, list[list[int]]]:
     (answers, comp), t = timed(per_set, "(c)", reps)
     results["(c) engine, per exemplar set"] = {"seconds": t, "computed": comp, "answers": answers}
     (answers, comp), t = timed(cross_set, "(d)", reps)
-    results["(d) engine, cross-set batching"] = {"seconds": t, "computed": comp, "answers": answers}
+    results[CROSS_SET] = {"seconds": t, "computed": comp, "answers": answers}
     return results, ids_a if ids_a is not None else ids_b
 
 
 def sampling_phase(lm, prompts, args) -> dict:
     model, tok = lm.model, lm.tokenizer
-    pairs = runner_order(prompts)
-    step = max(1, len(pairs) // max(1, args.sample_prompts))
-    chosen = pairs[::step][: args.sample_prompts]
+    chosen = sampled_items(runner_order(prompts), args.sample_prompts)
     kw = {"temperature": args.temperature, "top_k": args.top_k}
     results = {}
     torch.manual_seed(0)
@@ -192,9 +204,104 @@ def sampling_phase(lm, prompts, args) -> dict:
                                   stop=STOP, sample_batch_rows=args.sample_rows)
         return engine.sample(chosen, num_samples=args.num_samples, generator=torch.Generator().manual_seed(0), **kw)
 
-    (out, _), t = timed(engine_sample, "engine sampling", args.repeats)
-    results["GenerationEngine.sample"] = {"seconds": t, "samples": out}
+    (out, comp), t = timed(engine_sample, "engine sampling", args.repeats)
+    results["GenerationEngine.sample"] = {"seconds": t, "samples": out, "computed": comp}
     return results
+
+
+# ----------------------------------------------------------------------------------------------- exact probing
+
+
+def exact_phase(lm, prompts, gold, args) -> dict:
+    """probe.method=score on the same prompts (scoring.score_prompts on the engine, prompts of several exemplar sets
+    per call, as the runner does): greedy correctness of every prompt, and the exact probability that one sample is
+    right on the prompts the sampling phase samples. Median of --exact-repeats runs each."""
+    engine = GenerationEngine(lm.model, lm.tokenizer, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                              stop=STOP)
+    kw = {"temperature": args.temperature, "top_k": args.top_k, "max_new_tokens": args.max_new_tokens}
+    every = runner_order(prompts)
+    aliases = [gold[q] for q, _ in _all_items(prompts)]
+    chosen = sampled_items(list(range(len(every))), args.sample_prompts)
+
+    def score(idx):
+        return score_prompts(engine, [every[i] for i in idx], [aliases[i] for i in idx], **kw)
+
+    (greedy, greedy_computed), greedy_s = timed(lambda: score(range(len(every))), "scoring greedy",
+                                                args.exact_repeats)
+    (exact, exact_computed), exact_s = timed(lambda: score(chosen), "exact sampling", args.exact_repeats)
+    return {"greedy": greedy, "greedy_computed": greedy_computed, "greedy_seconds": greedy_s,
+            "sampled": exact, "sampled_computed": exact_computed, "sampled_seconds": exact_s,
+            "sampled_golds": [aliases[i] for i in chosen]}
+
+
+def exact_report(res: dict, prompts, gold, greedy: dict, sampling: dict, exact: dict) -> dict:
+    """Rows: scoring greedy (prompts/s, agreement with the engine's decoded greedy under match=exact) and exact
+    sampling vs engine sampling of num_samples per prompt (seconds per question for the WeaklyKnown/Unknown decision,
+    counted at the published N_ex prompts per question), each with its share of the matmul ceiling: FLOPs = 2 *
+    params * token-forwards actually computed (useful ones too for scoring greedy, as the greedy rows)."""
+    gflop, ceiling, n = res["gflop_per_token_forward"], res["matmul_ceiling_gflops"], res["num_prompts"]
+
+    def pct(token_forwards: int, seconds: float) -> float:
+        return round(100 * token_forwards / seconds * gflop / ceiling, 1)
+
+    golds = [gold[q] for q, _ in _all_items(prompts)]
+    decoded = [is_correct(a, g, "exact") for a, g in zip(greedy[CROSS_SET]["answers"], golds)]
+    scored = [o.greedy_hit for o in exact["greedy"]]
+    t = exact["greedy_seconds"]
+    rows = {"(s) scoring greedy": {
+        "seconds": round(t, 3), "prompts_per_s": round(n / t, 3),
+        "agreement_with_(d)": round(sum(a == b for a, b in zip(scored, decoded)) / n, 4),
+        "correct_scored": sum(scored), "correct_decoded_(d)": sum(decoded),
+        "speedup_vs_(d)": round(greedy[CROSS_SET]["seconds"] / t, 2),
+        "pct_of_matmul_ceiling": pct(res["useful_token_forwards"], t),
+        "computed_token_forwards": exact["greedy_computed"],
+        "pct_of_ceiling_computed": pct(exact["greedy_computed"], t)}}
+    m, k, per_question = len(exact["sampled"]), res["config"]["num_samples"], ProbeConfig().num_prompts
+    eng = sampling["GenerationEngine.sample"]
+    share = [sum(is_correct(x, g, "exact") for x in xs) / len(xs) for xs, g in zip(eng["samples"],
+                                                                                     exact["sampled_golds"])]
+    p = [o.p_sample for o in exact["sampled"]]
+    rows[f"engine sampling, {k} per prompt"] = {
+        "seconds": round(eng["seconds"], 3), "s_per_question": round(eng["seconds"] / m * per_question, 3),
+        "mean_share_correct": round(sum(share) / m, 4),
+        "prompts_with_a_correct_sample": sum(x > 0 for x in share),
+        "computed_token_forwards": eng["computed"], "pct_of_ceiling_computed": pct(eng["computed"], eng["seconds"])}
+    t = exact["sampled_seconds"]
+    rows["exact sampling (scoring)"] = {
+        "seconds": round(t, 3), "s_per_question": round(t / m * per_question, 3),
+        "mean_share_correct": round(sum(p) / m, 4),
+        "prompts_with_a_correct_sample": round(sum(p_detect([x], k) for x in p), 2),
+        "speedup_vs_engine_sampling": round(eng["seconds"] / t, 2),
+        "computed_token_forwards": exact["sampled_computed"],
+        "pct_of_ceiling_computed": pct(exact["sampled_computed"], t)}
+    return {"rows": rows, "note": (
+        f"median of {res['config']['exact_repeats']} runs for the scoring rows, {res['config']['repeats']} for engine "
+        "sampling; "
+        f"s_per_question at {per_question} prompts per question; for exact sampling, mean_share_correct is the "
+        "expected share and prompts_with_a_correct_sample the expected count (1 - (1 - p)^num_samples summed)"),
+        "targets": {"exact_sampling>=20x_fewer_s_per_question": rows["exact sampling (scoring)"][
+            "speedup_vs_engine_sampling"] >= 20}}
+
+
+def print_exact(res: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = res["exact"]["rows"]
+    cols = ["seconds", "prompts_per_s", "s_per_question", "speedup_vs_(d)", "speedup_vs_engine_sampling",
+            "agreement_with_(d)", "correct_scored", "correct_decoded_(d)", "mean_share_correct",
+            "prompts_with_a_correct_sample", "pct_of_matmul_ceiling", "computed_token_forwards",
+            "pct_of_ceiling_computed"]
+    table = Table(title="exact probing (probe.method=score) on the same prompts")
+    table.add_column("method")
+    for col in cols:
+        table.add_column(col.replace("_", " "), justify="right")
+    for name, r in rows.items():
+        table.add_row(name, *(str(r.get(c, "")) for c in cols))
+    console = Console(width=200)
+    console.print(table)
+    console.print(res["exact"]["note"])
+    console.print("targets met:", res["exact"]["targets"])
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -244,8 +351,7 @@ def report(args, lm, prompts, gold, greedy, ref_ids, sampling, ceiling) -> dict:
     golds = [gold[q] for q, _ in _all_items(prompts)]
     return {
         "config": vars(args), "model": lm.name, "params": params, "gflop_per_token_forward": round(gflop_per_tf, 4),
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "platform": platform.platform(), "loadavg_1m_after": round(os.getloadavg()[0], 2)},
+        "machine": machine_record(),
         "matmul_ceiling_gflops": round(ceiling, 1), "num_prompts": n, "num_prefixes": len({p for p, _ in pairs}),
         "prompt_tokens": prompt_tokens, "useful_token_forwards": useful, "reference": ref_name,
         "greedy": rows, "sampling": samp, "sampling_total_samples_engine": m, "targets_met": targets,
@@ -256,7 +362,7 @@ def report(args, lm, prompts, gold, greedy, ref_ids, sampling, ceiling) -> dict:
 def print_report(res: dict) -> None:
     head = (f"{res['model']} | {res['config']['dtype']} | {res['num_prompts']} prompts over {res['num_prefixes']} "
             f"prefixes | {res['machine']['torch_threads']} threads (load {res['machine']['loadavg_1m_before']} -> "
-            f"{res['machine']['loadavg_1m_after']}) | matmul ceiling "
+            f"{res['machine']['loadavg_1m']}) | matmul ceiling "
             f"{res['matmul_ceiling_gflops']} GFLOP/s | {res['gflop_per_token_forward']} GFLOP/token-forward")
     note = ("useful token-forwards = prompt tokens (prefix counted for every prompt, as if computed) + generated "
             f"tokens of {res['reference']}: {res['useful_token_forwards']} for every method; computed = tokens the "
@@ -307,6 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=3, help="runs per method; the table gives the median")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch default (one per core)")
     p.add_argument("--ceiling-sizes", type=int, nargs="+", default=[768, 1024, 2048], help="matmul sizes tried")
+    p.add_argument("--exact-repeats", type=int, default=3, help="runs of each exact-probing row (median)")
     p.add_argument("--skip-naive", action="store_true", help="skip (a), the slowest baseline (reference becomes b)")
     p.add_argument("--tiny", action="store_true", help="smallest settings on the tiny random model (a smoke run; "
                    "later arguments still override)")
@@ -331,8 +438,11 @@ def main(argv: list[str] | None = None) -> dict:
     greedy, ref_ids = greedy_phase(lm, prompts, args)
     sampling = sampling_phase(lm, prompts, args)
     res = report(args, lm, prompts, gold, greedy, ref_ids, sampling, ceiling)
+    exact = exact_phase(lm, prompts, gold, args)
     res["machine"]["loadavg_1m_before"] = round(load_before, 2)
+    res["exact"] = exact_report(res, prompts, gold, greedy, sampling, exact)
     print_report(res)
+    print_exact(res)
     out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import platform
 import subprocess
 import sys
@@ -30,6 +31,14 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def machine_record() -> dict[str, Any]:
+    """The machine a measurement ran on (benchmarks): cores, torch threads and version, platform, 1-minute load."""
+    import torch
+
+    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "platform": platform.platform(), "loadavg_1m": round(os.getloadavg()[0], 2)}
 
 
 def run_record(cfg: Any, *, seed: int, data_fingerprint: str, model_fingerprint: str) -> dict[str, Any]:
