@@ -54,9 +54,10 @@ def test_debug_smoke_and_its_old_spelling_compose_identically(compose):
 
 def test_smoke_wins_over_train_yaml_and_the_command_line_over_smoke(compose):
     plain, smoke = compose(), compose("debug=smoke")
-    assert plain.probe.num_samples == 4 and plain.stage_overrides == {}  # train.yaml's CPU compromise
+    assert plain.probe.num_samples == 16 and plain.stage_overrides == {}
+    assert plain.probe.method == "hybrid" and plain.reprobe.method == plain.eval.method == "score"  # train.yaml's
     assert smoke.probe.num_samples == 2 and smoke.probe.num_prompts == 2
-    assert smoke.probe.early_stop_sampling is True  # train.yaml's, smoke leaves it alone
+    assert smoke.probe.method == "hybrid"  # train.yaml's, smoke leaves it alone
     assert smoke.stage_overrides == {"epochs": 1, "lr": 1.0e-3} and smoke.logger == {}
     assert smoke.data.num_train == 48 and smoke.progress is False
     assert compose("debug=smoke", "probe.num_samples=1").probe.num_samples == 1
@@ -79,6 +80,9 @@ _LI2024 = {
     "model.dtype": "bfloat16",
     "trainer.precision": "bf16-mixed",
     "probe.num_samples": 16,
+    "probe.method": "generate",
+    "reprobe.method": "generate",
+    "eval.method": "generate",
     "probe.early_stop_sampling": False,
     "probe.match": "exact",
     "train_module.optimizer.weight_decay": 0.01,
@@ -89,6 +93,7 @@ CLAIMS = {
     "li2024_llama3_8b": {**_LI2024, "model.name": "llama3_8b", "model.name_or_path": "meta-llama/Meta-Llama-3-8B"},
     "slick_baselines": {"data.name": "entity_questions", "data.relations": SLICK_RELATIONS,
                         "data.single_answer": True, "schedule.name": "category", "probe.num_samples": 16,
+                        "probe.method": "generate", "reprobe.method": "generate", "eval.method": "generate",
                         "probe.early_stop_sampling": False, "probe.match": "exact", "mastery.name": "slick"},
     "smoke": {"probe.num_samples": 2, "stage_overrides": {"epochs": 1, "lr": 1.0e-3}},
 }

@@ -3,6 +3,7 @@ categories, validation, and agreement with decoding on a few real questions."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 
@@ -389,3 +390,22 @@ def test_exact_methods_agree_with_generation_on_the_real_model(smollm2):
         if h.p_sampled is not None:  # the same probabilities, whichever way greedy was found
             assert h.p_sampled == pytest.approx(s.p_sampled, abs=1e-5)
     assert exact_hits > 0 and misses > 0, (exact_hits, misses)  # both cases were checked
+
+
+def test_dev_accuracy_by_scoring_equals_dev_accuracy_by_decoding_on_the_real_model(smollm2):
+    """eval.method=score (the default) checks dev answers by teacher forcing; under exact match the verdicts are the
+    ones decoding gives, question by question (prober.accuracy_config)."""
+    from gradual_lightning.probing.mastery import SLICK
+    from gradual_lightning.probing.prober import Prober
+    from gradual_lightning.records import QASplits
+
+    qs, dev = _capital_records()
+    data = QASplits(dev=[dataclasses.replace(q, split="dev") for q in qs] + dev)
+    verdicts = {}
+    for method in ("generate", "score"):
+        cfg = ProbeConfig(num_prompts=2, k_shot=2, num_samples=0, max_new_tokens=8, batch_size=8, method=method)
+        prober = Prober(data, smollm2.tokenizer, cfg, cfg, cfg, SLICK, progress=False)
+        verdicts[method] = prober.dev_accuracy(smollm2.model)
+    assert verdicts["score"] == verdicts["generate"]
+    assert len(verdicts["score"]) == len(data.dev)
+    assert 0 < sum(verdicts["score"].values()) < len(data.dev)  # right and wrong answers were both compared

@@ -217,7 +217,7 @@ def test_a_tiny_two_stage_run_crashed_in_stage_2_resumes_with_the_same_partition
     ckpt = f"ckpt_path={out}/checkpoints/last.pt"
     other = tmp_path / "other"
     with pytest.raises(CheckpointError, match=r"other settings of \['probe'\]"):
-        train.run(make_cfg_train(*both, "probe.match=contains", ckpt, output_dir=other), other)
+        train.run(make_cfg_train(*both, "probe.k_shot=3", ckpt, output_dir=other), other)
     resumed = tmp_path / "resumed"
     metrics = train.run(make_cfg_train(*both, ckpt, output_dir=resumed), resumed)
     assert _read(resumed / "probe/stage2_selected.json") == after_crash
@@ -319,7 +319,7 @@ def test_two_stage_smoke_run_repartitions_at_the_boundary_and_resumes_after_a_cr
     # a resume with settings that decided the earlier stages' results fails, naming them
     other = out.parent / "other"
     with pytest.raises(CheckpointError, match=r"other settings of \['probe'\]"):
-        train.run(compose([*FAST, "probe.match=contains", f"ckpt_path={out}/checkpoints/last.pt"],
+        train.run(compose([*FAST, "probe.k_shot=3", f"ckpt_path={out}/checkpoints/last.pt"],
                           output_dir=other), other)
     resumed = out.parent / "resumed"
     metrics = train.run(compose([*FAST, f"ckpt_path={out}/checkpoints/last.pt"], output_dir=resumed), resumed)

@@ -30,10 +30,13 @@ from gradual_lightning.records import QARecord, QASplits
 log = logging.getLogger(__name__)
 
 
-def accuracy_config(probe_cfg: ProbeConfig) -> ProbeConfig:
-    """The probe config of an accuracy check: one fixed prompt per question, greedy answers decoded (exact match on
-    generated text, whatever method the probes use)."""
-    return replace(probe_cfg, num_prompts=1, num_samples=0, exemplar_sets="fixed", method="generate")
+def accuracy_config(probe_cfg: ProbeConfig, method: str = "generate") -> ProbeConfig:
+    """The probe config of an accuracy check: one fixed prompt per question, greedy only. `method` generate decodes
+    the answers (test: answers are recorded); score checks greedy correctness by one teacher-forced forward, which
+    under exact match is the same verdict (dev: only correctness is needed). hybrid has no sampling to replace
+    here, so it decodes."""
+    return replace(probe_cfg, num_prompts=1, num_samples=0, exemplar_sets="fixed",
+                   method="generate" if method == "hybrid" else method)
 
 
 def probe_questions(model, tokenizer, questions: Sequence[QARecord], exemplar_source: Sequence[QARecord],
@@ -112,17 +115,25 @@ class Prober:
         return self.test_correct(self.test_answers(model, desc=desc, rank=rank, world_size=world_size))
 
     def dev_accuracy(self, model, *, desc: str = "dev") -> dict[str, bool]:
-        return self._score(self.data.dev, self._answers(model, self.data.dev, desc))
+        """Dev question id -> correct, by `eval.method` (score: teacher forcing, no decoding; the callback runs
+        this every epoch)."""
+        cfg = accuracy_config(self.eval_probe, self.eval_probe.method)
+        return {r.id: r.p_greedy > 0 for r in self._run(model, self.data.dev, cfg, desc)}
 
     def _score(self, questions: Sequence[QARecord], answers: dict[str, str]) -> dict[str, bool]:
         match = accuracy_config(self.eval_probe).match
         return {q.id: is_correct(answers[q.id], q.answers, match) for q in questions if q.id in answers}
 
     def _answers(self, model, questions, desc, *, rank=0, world_size=1, progress=False) -> dict[str, str]:
-        """question id -> the greedy answer to its fixed k-shot prompt."""
+        """question id -> the greedy answer to its fixed k-shot prompt (decoded)."""
+        results = self._run(model, questions, accuracy_config(self.eval_probe), desc, rank=rank,
+                            world_size=world_size, progress=progress)
+        return {r.id: r.greedy[0] for r in results}
+
+    def _run(self, model, questions, cfg, desc, *, rank=0, world_size=1, progress=False) -> list[ProbeResult]:
+        """One accuracy probe (`accuracy_config`) of `questions`, exemplars from dev, in eval mode and an isolated RNG."""
         if not questions:
-            return {}
-        cfg = accuracy_config(self.eval_probe)
+            return []
         was_training = model.training
         model.eval()
         try:
@@ -133,4 +144,4 @@ class Prober:
                                     progress=progress, rank=rank, world_size=world_size)
         finally:
             model.train(was_training)
-        return {r.id: r.greedy[0] for r in results}
+        return results
