@@ -131,7 +131,7 @@ class Prober:
         return {r.id: r.greedy[0] for r in results}
 
     def _run(self, model, questions, cfg, desc, *, rank=0, world_size=1, progress=False) -> list[ProbeResult]:
-        """One accuracy probe (`accuracy_config`) of `questions`, exemplars from dev, in eval mode and an isolated RNG."""
+        """One accuracy probe (`accuracy_config`) of `questions`, exemplars from dev, eval mode, isolated RNG."""
         if not questions:
             return []
         was_training = model.training
