@@ -55,7 +55,7 @@ def test_debug_smoke_and_its_old_spelling_compose_identically(compose):
 def test_smoke_wins_over_train_yaml_and_the_command_line_over_smoke(compose):
     plain, smoke = compose(), compose("debug=smoke")
     assert plain.probe.num_samples == 16 and plain.stage_overrides == {}
-    assert plain.probe.method == "hybrid" and plain.reprobe.method == plain.eval.method == "score"  # train.yaml's
+    assert plain.probe.method == "hybrid" and plain.reprobe.method == plain.eval.method == "generate"  # train.yaml's
     assert smoke.probe.num_samples == 2 and smoke.probe.num_prompts == 2
     assert smoke.probe.method == "hybrid"  # train.yaml's, smoke leaves it alone
     assert smoke.stage_overrides == {"epochs": 1, "lr": 1.0e-3} and smoke.logger == {}
