@@ -28,28 +28,29 @@ def _relation_files(root: Path) -> dict[str, set[str]]:
     return dict(sorted(found.items(), key=lambda item: int(item[0][1:])))
 
 
+def _read_json(path: Path, kind: type, what: str):
+    """The file's JSON value, which must be a `kind`; errors name the file."""
+    try:
+        value = json.loads(read_utf8(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(value, kind):
+        raise DataError(f"{path}: expected {what}, got {type(value).__name__}")
+    return value
+
+
 def _subject_patterns(root: Path) -> dict[str, re.Pattern]:
     path = root / "relation_query_templates.json"
     if not path.is_file():
         return {}
-    try:
-        templates = json.loads(read_utf8(path))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(templates, dict):
-        raise DataError(f"{path}: expected a JSON object mapping relation id to template")
+    templates = _read_json(path, dict, "a JSON object mapping relation id to template")
     return {rel: re.compile("^" + re.escape(t).replace(re.escape("[X]"), "(?P<x>.+)") + "$")
             for rel, t in templates.items() if isinstance(t, str) and "[X]" in t}
 
 
 def _read_file(path: Path) -> list[tuple[str, list[str]]]:
     """Validated (question, answers) pairs; errors name the file, the record index and the field."""
-    try:
-        data = json.loads(read_utf8(path))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    data = _read_json(path, list, "a JSON list of records")
     out = []
     for i, rec in enumerate(data):
         where = f"{path}: record {i}"
