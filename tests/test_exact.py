@@ -393,8 +393,8 @@ def test_exact_methods_agree_with_generation_on_the_real_model(smollm2):
 
 
 def test_dev_accuracy_by_scoring_equals_dev_accuracy_by_decoding_on_the_real_model(smollm2):
-    """eval.method=score (the default) checks dev answers by teacher forcing; under exact match the verdicts are the
-    ones decoding gives, question by question (prober.accuracy_config)."""
+    """eval.method=score checks dev answers by teacher forcing; under exact match the verdicts are the ones decoding
+    (eval.method=generate, the default) gives, question by question (prober.accuracy_config)."""
     from gradual_lightning.probing.mastery import SLICK
     from gradual_lightning.probing.prober import Prober
     from gradual_lightning.records import QASplits
