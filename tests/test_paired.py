@@ -118,9 +118,12 @@ TWO_STAGE_RIGHT = {1: BASELINE_RIGHT | {8, 9, 10}, 2: (BASELINE_RIGHT - {0}) | {
 # pooled over seeds 1 and 2: only two_stage right 3 + 2 = 5, only one_stage right 0 + 1 = 1, 40 questions
 
 
-def _paired_job(sweep, num, schedule, seed, right, fingerprint="data-A", acquired_trained=10, probe=True):
+def _paired_job(sweep, num, schedule, seed, right, fingerprint="data-A", acquired_trained=10, probe=True,
+                abstained=0):
+    """`abstained`: how many of the wrong test answers were the abstention text (the rest are hallucinations)."""
     correct = {f"q{i}": i in right for i in range(20)}
     m = _metrics(seed, sum(correct.values()) / 20, [0, 3])
+    m.update(test_abstention_rate=abstained / 20, test_hallucination_rate=(20 - len(right) - abstained) / 20)
     m["run"].update(data_fingerprint=fingerprint, model_fingerprint="model-M")
     m["knowledge_acquired_trained"] = [0, acquired_trained]
     m["test_accuracy_by_base_category"] = {c: sum(correct[f"q{i}"] for i in range(20) if CATS[i] == c) / 5
@@ -234,3 +237,38 @@ def test_one_group_has_no_paired_section(tmp_path):
     _paired_job(tmp_path, 0, "one_stage", 1, BASELINE_RIGHT)
     report = write_report(tmp_path, plots=False)
     assert report.comparisons == [] and "## Paired comparisons" not in report.files[0].read_text()
+
+
+def test_hallucination_and_abstention_rates_are_reported_per_group_and_paired_per_seed(tmp_path):
+    s = tmp_path / "sweep"
+    for seed in (1, 2):  # one_stage: 8 right, 12 hallucinated; abstain: 7 right, 4 + seed abstained, the rest not
+        _paired_job(s, seed - 1, "one_stage", seed, BASELINE_RIGHT, f"data-{seed}")
+        _paired_job(s, seed + 1, "abstain", seed, BASELINE_RIGHT - {0}, f"data-{seed}", abstained=4 + seed)
+    [comp] = write_report(s, plots=False).comparisons
+    hallucination, abstention = comp.get("test_hallucination_rate"), comp.get("test_abstention_rate")
+    # hallucination: one_stage 12/20 both seeds; abstain (13 - 5)/20 and (13 - 6)/20
+    mean, low, high = mean_ci([8 / 20 - 12 / 20, 7 / 20 - 12 / 20])
+    assert hallucination.method == "paired t" and hallucination.n_seeds == 2
+    assert (hallucination.diff, hallucination.low, hallucination.high) == pytest.approx((mean, low, high))
+    assert abstention.diff == pytest.approx(5.5 / 20)
+    md = (s / "report.md").read_text()
+    assert "| hallucination rate | abstention rate |" in md
+    assert "| 0.600 [0.600, 0.600] | 0.000 [0.000, 0.000] |" in md  # one_stage: the same in both seeds
+    h, a = mean_ci([8 / 20, 7 / 20]), mean_ci([5 / 20, 6 / 20])
+    assert a[1] < 0  # abstain's row: the abstention rate's t interval is clipped at 0
+    assert f"| {h[0]:.3f} [{h[1]:.3f}, {h[2]:.3f}] | {a[0]:.3f} [0.000, {a[2]:.3f}] |" in md
+    assert f"| {mean:+.3f} [{low:+.3f}, {high:+.3f}] | +0.275 [" in md  # the paired table's last two columns
+    rows = _csv(s / "report.csv")
+    assert float(_row(rows, "schedule=abstain", "test_abstention_rate")["mean"]) == pytest.approx(0.275)
+    assert _row(rows, "schedule=abstain", "diff_test_hallucination_rate")["method"] == "paired t"
+
+
+def test_metrics_without_the_rates_still_report_with_dashes(tmp_path):
+    s = _sweep(tmp_path)
+    for d in s.iterdir():
+        m = json.loads((d / "metrics.json").read_text())
+        del m["test_abstention_rate"], m["test_hallucination_rate"]
+        (d / "metrics.json").write_text(json.dumps(m))
+    report = write_report(s, plots=False)
+    assert not report.failed and report.comparisons[0].get("test_hallucination_rate") is None
+    assert "| - | - |" in (s / "report.md").read_text()

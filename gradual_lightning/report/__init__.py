@@ -7,8 +7,8 @@ each job dir (`.hydra/overrides.yaml`, `metrics.json`, `failed.json`), groups jo
 seed (and without the other `hydra.job.config.override_dirname.exclude_keys`, as the job dirs and W&B groups do),
 and writes into the sweep dir:
 
-- report.md: results per group (and how many stages the stage cache reused, with the training time that saved),
-  knowledge acquired per stage, paired comparisons with the baseline group, failed
+- report.md: results per group (test accuracy, retention, knowledge acquired, the test hallucination and abstention
+  rates; how many stages the stage cache reused, with the training time that saved), knowledge acquired per stage, paired comparisons with the baseline group, failed
   jobs with their errors, the plots;
 - report.csv: one row per group, metric and stage: n (seeds with a value), mean, ci_low, ci_high, n_failed; then one
   row per group and difference with the baseline (metric `diff_<metric>`: interval, method, McNemar p pooled and
@@ -48,6 +48,7 @@ from gradual_lightning.report.jobs import (
     FAILED_FILE,
     METRICS_FILE,
     PER_STAGE,
+    RATES,
     SCALARS,
     Job,
     TestOutcomes,
@@ -82,7 +83,7 @@ from gradual_lightning.report.stats import BOUNDS, Group, Sharing, Stat, common_
 from gradual_lightning.report.write import Report, write_report
 
 __all__ = [
-    "BOUNDS", "CSV_COLUMNS", "FAILED_FILE", "METRICS", "METRICS_FILE", "PER_STAGE", "PLOTS", "SCALARS",
+    "BOUNDS", "CSV_COLUMNS", "FAILED_FILE", "METRICS", "METRICS_FILE", "PER_STAGE", "PLOTS", "RATES", "SCALARS",
     "BaselineError", "Comparison", "Difference", "Group", "Job", "PairedAccuracy", "Report", "Sharing", "Stat",
     "SweepReportCallback", "TestOutcomes",
     "bootstrap_difference", "common_overrides", "compare", "compare_groups", "compute_sharing", "csv_text",

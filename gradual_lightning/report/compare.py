@@ -6,8 +6,9 @@ both dirs hold the per-question test outcomes (`probe/test_correct.json`, `probe
 test accuracy, retention (accuracy on the test questions the base model had as HighlyKnown) and accuracy on the
 other base categories are compared per question (`paired.paired_accuracy`); a category split keeps the questions
 both jobs' base probes put in that category. Knowledge acquired on the pool, among trained and never-trained
-questions (metrics.json, final stage), is compared as per-seed differences with a Student t interval. When no
-seed pairs, every metric is compared unpaired: per-seed values of metrics.json, Welch interval.
+questions (metrics.json, final stage), and the test hallucination and abstention rates (metrics.json: the job dir
+keeps no per-question answers) are compared as per-seed differences with a Student t interval. When no seed pairs,
+every metric is compared unpaired: per-seed values of metrics.json, Welch interval.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradual_lightning.categories import CATEGORIES, Category
-from gradual_lightning.report.jobs import Job, TestOutcomes, data_fingerprint, read_test_outcomes
+from gradual_lightning.report.jobs import RATES, Job, TestOutcomes, data_fingerprint, read_test_outcomes
 from gradual_lightning.report.paired import Pair, paired_accuracy, welch_difference
 from gradual_lightning.report.stats import Group
 from gradual_lightning.training.metrics import mean_ci
@@ -28,7 +29,9 @@ PAIRED_BOOTSTRAP, PAIRED_T, UNPAIRED = "paired bootstrap", "paired t", "unpaired
 ACCURACIES = {"test_accuracy": None, "retention": Category.HIGHLY_KNOWN.value,
               **{f"accuracy_{c}": c for c in CATEGORIES if c != Category.HIGHLY_KNOWN}}
 ACQUIRED = ("knowledge_acquired_trained", "knowledge_acquired_untrained")
-METRICS = (*ACCURACIES, *ACQUIRED)
+PER_SEED = (*ACQUIRED, *RATES)  # paired as per-seed differences of metrics.json's numbers
+SHARES = (*ACCURACIES, *RATES)  # shares of the test set: differences lie in [-1, 1]
+METRICS = (*ACCURACIES, *PER_SEED)
 
 
 @dataclass
@@ -158,7 +161,7 @@ def _paired(pairs: list, resamples: int, seed: int) -> list[Difference]:
         out.append(Difference(metric, r.diff, r.low, r.high, PAIRED_BOOTSTRAP, len(kept), n_questions=r.n,
                               p_value=r.p_value, p_per_seed={s: p for (s, _), p in zip(kept, r.p_per_stratum)},
                               detectable=r.detectable, discordant=(r.b, r.c)))
-    for metric in ACQUIRED:
+    for metric in PER_SEED:
         diffs = [(y - x) for _, a, b, *_ in pairs
                  if (x := _value(a, metric)) is not None and (y := _value(b, metric)) is not None]
         if diffs:
@@ -173,7 +176,7 @@ def _unpaired(baseline: Sequence[Job], group: Sequence[Job]) -> list[Difference]
         b = [v for j in group if (v := _value(j, metric)) is not None]
         if a and b:
             diff, low, high = welch_difference(a, b)
-            if metric in ACCURACIES and not math.isnan(low):  # a difference of shares lies in [-1, 1]
+            if metric in SHARES and not math.isnan(low):  # a difference of shares lies in [-1, 1]
                 low, high = max(low, -1.0), min(high, 1.0)
             out.append(Difference(metric, diff, low, high, UNPAIRED, len(b), n_baseline=len(a)))
     return out
@@ -185,7 +188,7 @@ def _value(job: Job, metric: str) -> float | None:
     if metric in ACQUIRED:
         series = m.get(metric)
         value = series[-1] if isinstance(series, list) and series else None
-    elif metric in ("test_accuracy", "retention"):
+    elif metric in ("test_accuracy", "retention", *RATES):
         value = m.get(metric)
     else:
         by_category = m.get("test_accuracy_by_base_category")

@@ -22,6 +22,8 @@ METRICS_FILE, FAILED_FILE, RUN_FILE = "metrics.json", "failed.json", "run.json"
 TEST_CORRECT_FILE, BASE_TEST_FILE = "probe/test_correct.json", "probe/stage0_test.jsonl"
 # What the report reads of metrics.json: numbers of the final model, and lists with one number per stage.
 SCALARS = ("test_accuracy", "retention", "incremental_gain")
+# Optional numbers of the final model (metrics.json written before they existed lacks them): shares of the test set.
+RATES = ("test_hallucination_rate", "test_abstention_rate")
 PER_STAGE = ("knowledge_acquired", "knowledge_acquired_untrained")
 
 
@@ -127,8 +129,8 @@ def _metrics_problem(m: Any) -> str | None:
     missing = [k for k in (*SCALARS, *PER_STAGE) if k not in m]
     if missing:
         return f"no {', '.join(map(repr, missing))}"
-    for k in SCALARS:
-        if m[k] is not None and not _is_number(m[k]):
+    for k in (*SCALARS, *RATES):
+        if m.get(k) is not None and not _is_number(m[k]):
             return f"{k!r} is not a number"
     for k in PER_STAGE:
         if not isinstance(m[k], list) or not all(v is None or _is_number(v) for v in m[k]):

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gradual_lightning.categories import CATEGORIES
-from gradual_lightning.report.compare import ACCURACIES, Comparison, Difference
-from gradual_lightning.report.jobs import PER_STAGE, SCALARS, Job
+from gradual_lightning.report.compare import ACCURACIES, SHARES, Comparison, Difference
+from gradual_lightning.report.jobs import PER_STAGE, RATES, SCALARS, Job
 from gradual_lightning.report.stats import Group, Sharing, Stat, common_overrides, compute_sharing
 
 # Difference rows (metric "diff_<metric>") fill the columns after n_failed; "mean" is the difference, "n" the seeds.
@@ -21,7 +21,8 @@ CSV_COLUMNS = ("group", "metric", "stage", "n", "mean", "ci_low", "ci_high", "n_
 PLOTS = ("knowledge_acquired.png", "transitions_final.png", "paired_differences.png")
 # What the forest plot shows, with panel titles.
 FOREST = {"test_accuracy": "test accuracy", "retention": "retention (base HighlyKnown)",
-          "knowledge_acquired_trained": "acquired, trained", "knowledge_acquired_untrained": "acquired, never trained"}
+          "knowledge_acquired_trained": "acquired, trained", "knowledge_acquired_untrained": "acquired, never trained",
+          "test_hallucination_rate": "hallucination rate (test)"}
 
 
 def _num(x: float) -> str:
@@ -37,7 +38,7 @@ def csv_text(groups: Sequence[Group], comparisons: Sequence[Comparison] = ()) ->
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for g in groups:
-        rows = [(m, "", g.scalar(m)) for m in SCALARS]
+        rows = [(m, "", g.scalar(m)) for m in (*SCALARS, *RATES)]
         rows += [(m, i, st) for m in PER_STAGE for i, st in enumerate(g.per_stage(m))]
         for metric, stage, st in rows:
             row = [g.name, metric, stage, st.n, _num(st.mean), _num(st.low), _num(st.high), len(g.failed)]
@@ -66,7 +67,7 @@ def _md_escape(text: str) -> str:
 def _diff_cell(d: Difference | None) -> str:
     if d is None:
         return "-"
-    digits = 3 if d.metric in ACCURACIES else 1
+    digits = 3 if d.metric in SHARES else 1
     if math.isnan(d.low):
         return f"{d.diff:+.{digits}f}"
     return f"{d.diff:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}]"
@@ -109,7 +110,8 @@ def paired_section(comparisons: Sequence[Comparison]) -> list[str]:
              "detectable: the difference these questions find with 80% power at alpha 0.05, "
              "2.80 * sqrt(discordant share / questions) (none without discordant questions; with few, trust p over "
              "the interval). Knowledge acquired (pool, final stage; trained and never "
-             "trained questions): per-seed differences, Student t interval. **unpaired**: no seed shares the split; "
+             "trained questions) and the test hallucination (a wrong answer that is not the abstention text) and "
+             "abstention rates: per-seed differences, Student t interval. **unpaired**: no seed shares the split; "
              "difference of the means across seeds, Welch interval (see the notes).", "",
              "| group | pairing | test accuracy diff | McNemar p | discordant | questions (all seeds) | detectable |",
              "|---|---|---|---|---|---|---|"]
@@ -122,10 +124,11 @@ def paired_section(comparisons: Sequence[Comparison]) -> list[str]:
         lines.append(f"| {_md_escape(c.group.label)} | {_pairing(c)} | {_diff_cell(d)} | " + " | ".join(cells) + " |")
     others = [m for m in ACCURACIES if m != "test_accuracy"]
     heads = ["retention diff (base HighlyKnown)"] + [f"{c} diff" for c in CATEGORIES[1:]]
-    lines += ["", "| group | pairing | " + " | ".join(heads) + " | acquired, trained | acquired, never trained |",
-              "|---" * (len(heads) + 4) + "|"]
+    heads += ["acquired, trained", "acquired, never trained", "hallucination rate diff", "abstention rate diff"]
+    lines += ["", "| group | pairing | " + " | ".join(heads) + " |", "|---" * (len(heads) + 2) + "|"]
     for c in comparisons:
-        cells = [_diff_cell(c.get(m)) for m in (*others, "knowledge_acquired_trained", "knowledge_acquired_untrained")]
+        cells = [_diff_cell(c.get(m)) for m in (*others, "knowledge_acquired_trained", "knowledge_acquired_untrained",
+                                                *RATES)]
         lines.append(f"| {_md_escape(c.group.label)} | {_pairing(c)} | " + " | ".join(cells) + " |")
     notes = [f"- {_md_escape(c.group.label)}: {_md_escape(n)}" for c in comparisons for n in c.notes]
     if notes:
@@ -147,14 +150,15 @@ def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group],
              + (f" Overrides of every job: `{' '.join(common)}`." if common else ""), "",
              *sharing_lines(compute_sharing(jobs)),
              "| group | seeds | failed | test accuracy | retention | knowledge acquired (final) | incremental gain "
-             "| acquired, untrained (final) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| acquired, untrained (final) | hallucination rate | abstention rate |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for g in groups:
         seeds = f" ({', '.join(str(j.seed) for j in g.finished)})" if g.finished else ""
         lines.append(f"| {_md_escape(g.label)} | {len(g.finished)}{seeds} | {len(g.failed)} "
                      f"| {_cell(g.scalar('test_accuracy'), 3)} | {_cell(g.scalar('retention'), 3)} "
                      f"| {_cell(g.final('knowledge_acquired'), 1)} | {_cell(g.scalar('incremental_gain'), 2)} "
-                     f"| {_cell(g.final('knowledge_acquired_untrained'), 1)} |")
+                     f"| {_cell(g.final('knowledge_acquired_untrained'), 1)} | "
+                     + " | ".join(_cell(g.scalar(m), 3) for m in RATES) + " |")
     for metric, title in (("knowledge_acquired", "Knowledge acquired per stage"),
                           ("knowledge_acquired_untrained", "Knowledge acquired per stage, never-trained questions")):
         stats = {g.label: g.per_stage(metric) for g in groups}

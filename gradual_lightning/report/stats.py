@@ -6,10 +6,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gradual_lightning.report.jobs import Job, group_name
+from gradual_lightning.report.jobs import RATES, Job, group_name
 from gradual_lightning.training.metrics import mean_ci
 
-BOUNDS = {"test_accuracy": (0.0, 1.0), "retention": (0.0, 1.0)}  # a t interval of a share can leave [0, 1]: clip it
+# a t interval of a share can leave [0, 1]: clip it
+BOUNDS = {m: (0.0, 1.0) for m in ("test_accuracy", "retention", *RATES)}
 
 
 @dataclass
