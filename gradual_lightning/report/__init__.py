@@ -8,8 +8,8 @@ seed (and without the other `hydra.job.config.override_dirname.exclude_keys`, as
 and writes into the sweep dir:
 
 - report.md: results per group (test accuracy, retention, knowledge acquired, the test hallucination and abstention
-  rates; how many stages the stage cache reused, with the training time that saved), knowledge acquired per stage, paired comparisons with the baseline group, failed
-  jobs with their errors, the plots;
+  rates; how many stages the stage cache reused, with the training time that saved), knowledge acquired per stage,
+  paired comparisons with the baseline group, failed jobs with their errors, the plots;
 - report.csv: one row per group, metric and stage: n (seeds with a value), mean, ci_low, ci_high, n_failed; then one
   row per group and difference with the baseline (metric `diff_<metric>`: interval, method, McNemar p pooled and
   per seed, detectable difference, discordant counts);
