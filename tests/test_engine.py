@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from gradual_lightning.probing.backend import make_backend
+from gradual_lightning.probing.backend import make_backend, probe_model
 from gradual_lightning.probing.batching import (
     common_prefix_len,
     length_buckets,
@@ -346,3 +346,26 @@ def test_hf_backend_sampling_is_seeded_and_leaves_the_global_rng_alone(tiny_rand
     assert a == b and [len(x) for x in a] == [3, 3, 3]
     top1 = backend.sample(prompts, num_samples=2, temperature=0.7, top_k=1, generator=torch.Generator().manual_seed(0))
     assert top1 == [[g] * 2 for g in backend.greedy(prompts)]
+
+
+def test_probe_model_casts_a_copy_for_another_dtype_and_leaves_the_trained_model_as_it_was(tiny_random):
+    model = tiny_random.model
+    was_training = model.training
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    try:
+        for same_dtype in (None, "float32", "fp32"):  # no dtype, or the model's own: the model itself, in eval mode
+            with probe_model(model, same_dtype) as probed:
+                assert probed is model and not model.training
+            assert model.training
+        with probe_model(model, "bfloat16") as probed:
+            assert probed is not model and not probed.training
+            assert {p.dtype for p in probed.parameters()} == {torch.bfloat16}
+            cast = dict(probed.named_parameters())
+            assert all(torch.equal(cast[n], w.to(torch.bfloat16)) for n, w in before.items())  # the weights as now
+            assert make_backend("engine", probed, tiny_random.tokenizer, max_new_tokens=4, batch_size=4).greedy(
+                _pairs(SETS[:1])[:2])  # probing runs on the copy
+        assert model.training
+        assert all(p.dtype == torch.float32 and torch.equal(p, before[n]) for n, p in model.named_parameters())
+    finally:
+        model.train(was_training)

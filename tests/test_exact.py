@@ -409,3 +409,21 @@ def test_dev_accuracy_by_scoring_equals_dev_accuracy_by_decoding_on_the_real_mod
     assert verdicts["score"] == verdicts["generate"]
     assert len(verdicts["score"]) == len(data.dev)
     assert 0 < sum(verdicts["score"].values()) < len(data.dev)  # right and wrong answers were both compared
+
+
+def test_a_bfloat16_probe_of_a_float32_model_gives_nearly_the_same_answers(smollm2):
+    """probe.dtype=bfloat16 probes a bf16 copy (backend.probe_model): the model stays float32, and the copy's greedy
+    answers are the model's up to near-tied logits."""
+    from gradual_lightning.probing.mastery import SLICK
+    from gradual_lightning.probing.prober import probe_questions
+
+    qs, dev = _capital_records()
+    cfg = ProbeConfig(num_prompts=2, k_shot=2, num_samples=0, max_new_tokens=8, batch_size=8)
+    answers = {}
+    for dtype in (None, "bfloat16"):
+        results, _ = probe_questions(smollm2.model, smollm2.tokenizer, qs, dev, dataclasses.replace(cfg, dtype=dtype),
+                                     SLICK, progress=False)
+        answers[dtype] = [a for r in results for a in r.greedy]
+    assert {p.dtype for p in smollm2.model.parameters()} == {torch.float32}
+    assert len(answers["bfloat16"]) == len(answers[None]) == 2 * len(qs)
+    assert sum(a == b for a, b in zip(answers[None], answers["bfloat16"])) >= 0.8 * len(answers[None]), answers

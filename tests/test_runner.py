@@ -159,3 +159,10 @@ def test_probe_config_rejects_unknown_keys_and_bad_values():
         ProbeConfig(match="regex")
     with pytest.raises(ValueError, match="temperature=0"):
         ProbeConfig(temperature=0)
+    with pytest.raises(ValueError, match="probe.dtype='int8' is not one of \\(None, 'float32'"):
+        ProbeConfig(dtype="int8")
+
+
+def test_probe_dtype_enters_the_cache_key_only_when_set():
+    assert "dtype" not in ProbeConfig().cache_key()  # keys (and cache entries) from before the field still hold
+    assert ProbeConfig(dtype="bfloat16").cache_key()["dtype"] == "bfloat16"

@@ -11,11 +11,17 @@ Answers are decoded, cut at `stop` and stripped the same way by every backend (`
 Backends: `engine` (prefix-KV cache, the default) and `hf` (plain `generate`, the reference). A new backend (vLLM,
 say) implements these three methods and registers in BACKENDS; the runner does not change. How a backend batches is
 its own business: the engine batches prompts of many prefixes together, `hf` hands them to `generate` as they come.
+
+`probe_model` gives the model a probe runs on: the model itself, or, where `probe.dtype` names another dtype than the
+model's (bfloat16 probes of a model trained in float32), a copy cast to that dtype for the probe's duration: the
+weights as they are now, the model being trained untouched. The copy costs the model's size in memory once more.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from gradual_lightning.probing.tokens import PromptPair
@@ -54,3 +60,20 @@ def make_backend(name: str, model, tokenizer, *, max_new_tokens: int, batch_size
 
         return HFGenerateBackend(model, tokenizer, max_new_tokens=max_new_tokens, batch_size=batch_size)
     raise ValueError(f"probe.backend={name!r} is not one of {BACKENDS}")
+
+
+@contextmanager
+def probe_model(model, dtype: str | None) -> Iterator:
+    """`model` in eval mode for a probe (its train/eval mode restored after): itself, or with a `dtype` name (a key
+    of `models.loading.DTYPES`) other than its own, an eval-mode copy cast to it, dropped after."""
+    from gradual_lightning.models.loading import resolve_dtype
+
+    was_training = model.training
+    model.eval()
+    try:
+        if dtype is None or resolve_dtype(dtype) == next(model.parameters()).dtype:
+            yield model
+        else:
+            yield copy.deepcopy(model).to(resolve_dtype(dtype))
+    finally:
+        model.train(was_training)

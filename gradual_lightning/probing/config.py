@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from gradual_lightning.models.loading import DTYPES
 from gradual_lightning.probing.backend import BACKENDS
 from gradual_lightning.probing.matching import MATCH_MODES, NORMALIZER_VERSION
 from gradual_lightning.probing.prompts import EXEMPLAR_SETS, FORMATS
@@ -37,6 +38,7 @@ class ProbeConfig:
     seed: int = 0
     backend: str = "engine"         # engine (prefix-KV cache) | hf (plain generate, the reference)
     method: str = "generate"        # generate (decode, SliCK) | score (teacher forcing) | hybrid (decoded greedy)
+    dtype: str | None = None        # compute dtype of probing: None = the model's; another = a cast copy (backend.py)
 
     def __post_init__(self) -> None:
         _validate(asdict(self), "probe")
@@ -53,8 +55,9 @@ class ProbeConfig:
 
     def cache_key(self) -> dict[str, Any]:
         key = {k: v for k, v in asdict(self).items() if k not in _SPEED_ONLY}
-        if key["method"] == "generate":  # the default: keys (and cache entries) from before the field still hold
-            del key["method"]
+        for field, default in (("method", "generate"), ("dtype", None)):
+            if key[field] == default:  # the defaults: keys (and cache entries) from before the fields still hold
+                del key[field]
         key["normalizer_version"] = NORMALIZER_VERSION
         return key
 
@@ -62,7 +65,7 @@ class ProbeConfig:
 def _validate(values: Mapping[str, Any], group: str) -> None:
     check_types(ProbeConfig, values, group)
     choices = {"exemplar_source": EXEMPLAR_SOURCES, "exemplar_sets": EXEMPLAR_SETS, "format": FORMATS,
-               "match": MATCH_MODES, "backend": BACKENDS, "method": METHODS}
+               "match": MATCH_MODES, "backend": BACKENDS, "method": METHODS, "dtype": (None, *DTYPES)}
     for key, allowed in choices.items():
         if key in values and values[key] not in allowed:
             raise ConfigError(f"{group}.{key}={values[key]!r} is not one of {allowed}")

@@ -7,8 +7,9 @@
   dev split, never the question itself); `test_correct(answers)` scores them with the matcher, so a stage decodes its
   test answers once and gets both. `test_accuracy(model)` / `dev_accuracy(model)`: answers and scores in one call.
 Under DDP every rank probes its shard (`rank`, `world_size`) and all ranks get every result. The model is put in
-eval mode for probing and back afterwards; probing after a stage runs inside `isolate_rng`, so it does not shift the
-training RNG. Probing is decoded by the backend `probe.backend` names (`backend.py`).
+eval mode for probing and back afterwards (`backend.probe_model`, which also casts a copy to `probe.dtype`); probing
+after a stage runs inside `isolate_rng`, so it does not shift the training RNG. Probing is decoded by the backend
+`probe.backend` names (`backend.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, replace
 
 from pytorch_lightning.utilities.seed import isolate_rng
 
-from gradual_lightning.probing.backend import make_backend
+from gradual_lightning.probing.backend import make_backend, probe_model
 from gradual_lightning.probing.cache import ProbeCache, probe_key
 from gradual_lightning.probing.config import ProbeConfig
 from gradual_lightning.probing.mastery import MasteryThresholds
@@ -52,15 +53,11 @@ def probe_questions(model, tokenizer, questions: Sequence[QARecord], exemplar_so
         if hit is not None and [r.id for r in hit] == [q.id for q in questions]:
             log.info("%s: %d results from cache %s", desc, len(hit), cache.path(key))
             return hit, True
-    was_training = model.training
-    model.eval()
-    try:
-        backend = make_backend(cfg.backend, model, tokenizer, max_new_tokens=cfg.max_new_tokens,
+    with probe_model(model, cfg.dtype) as probed:
+        backend = make_backend(cfg.backend, probed, tokenizer, max_new_tokens=cfg.max_new_tokens,
                                batch_size=cfg.batch_size)
         results = run_probe(backend, questions, exemplar_source, cfg, thresholds, tokenizer=tokenizer,
                             desc=desc, progress=progress, rank=rank, world_size=world_size)
-    finally:
-        model.train(was_training)
     if key and rank == 0:
         cache.save(key, results)
     return results, False
@@ -134,14 +131,8 @@ class Prober:
         """One accuracy probe (`accuracy_config`) of `questions`, exemplars from dev, eval mode, isolated RNG."""
         if not questions:
             return []
-        was_training = model.training
-        model.eval()
-        try:
-            with isolate_rng():
-                backend = make_backend(cfg.backend, model, self.tokenizer, max_new_tokens=cfg.max_new_tokens,
-                                       batch_size=cfg.batch_size)
-                results = run_probe(backend, questions, self.data.dev, cfg, tokenizer=self.tokenizer, desc=desc,
-                                    progress=progress, rank=rank, world_size=world_size)
-        finally:
-            model.train(was_training)
-        return results
+        with isolate_rng(), probe_model(model, cfg.dtype) as probed:
+            backend = make_backend(cfg.backend, probed, self.tokenizer, max_new_tokens=cfg.max_new_tokens,
+                                   batch_size=cfg.batch_size)
+            return run_probe(backend, questions, self.data.dev, cfg, tokenizer=self.tokenizer, desc=desc,
+                             progress=progress, rank=rank, world_size=world_size)
