@@ -171,8 +171,8 @@ def _stage_of(path: Path) -> int | None:
 
 
 def _copy_probe_files(src: Path, dst: Path, stages: int) -> int:
-    """stage0_pool/test.jsonl, stage{1..stages}_selected.json / _pool.jsonl, and test_correct.json cut to the same
-    stages. Each copy is atomic."""
+    """stage0_pool/test.jsonl, stage{1..stages}_selected.json / _pool.jsonl, and test_correct.json and
+    test_answers.json (one entry per stage, 0 = base) cut to the same stages. Each copy is atomic."""
     import json
 
     n = 0
@@ -182,11 +182,12 @@ def _copy_probe_files(src: Path, dst: Path, stages: int) -> int:
         if (src / name).is_file():
             atomic_write_bytes(dst / name, (src / name).read_bytes())
             n += 1
-    if (src / "test_correct.json").is_file():
-        try:
-            correct = json.loads((src / "test_correct.json").read_text(encoding="utf-8"))
-            write_json(dst / "test_correct.json", correct[:stages + 1])
-            n += 1
-        except (OSError, ValueError, TypeError) as e:
-            log.warning("could not copy %s (%s)", src / "test_correct.json", e)
+    for name in ("test_correct.json", "test_answers.json"):
+        if (src / name).is_file():
+            try:
+                per_stage = json.loads((src / name).read_text(encoding="utf-8"))
+                write_json(dst / name, per_stage[:stages + 1])
+                n += 1
+            except (OSError, ValueError, TypeError) as e:
+                log.warning("could not copy %s (%s)", src / name, e)
     return n

@@ -142,6 +142,7 @@ def _finished_run(run: Path, stages: int = 2) -> Path:
     _touch(run, ".hydra/config.yaml", "run.json", "metrics.json", "probe/stage0_pool.jsonl", "probe/stage0_test.jsonl",
            *(f"probe/stage{s}_{k}" for s in range(1, stages + 1) for k in ("selected.json", "pool.jsonl")))
     (run / "probe/test_correct.json").write_text(json.dumps([{"q": s} for s in range(stages + 1)]))
+    (run / "probe/test_answers.json").write_text(json.dumps([{"q": f"answer {s}"} for s in range(stages + 1)]))
     _checkpoint(run / "checkpoints/last.pt", stages)
     return run
 
@@ -218,8 +219,10 @@ def test_resuming_into_a_new_dir_copies_the_earlier_stages_probe_files(tmp_path)
     ckpt = str(src / "checkpoints/last.pt")
     assert run_dir.prepare_run_dir(new, ckpt_path=ckpt) == ckpt
     assert sorted(p.name for p in (new / "probe").iterdir()) == [
-        "stage0_pool.jsonl", "stage0_test.jsonl", "stage1_pool.jsonl", "stage1_selected.json", "test_correct.json"]
+        "stage0_pool.jsonl", "stage0_test.jsonl", "stage1_pool.jsonl", "stage1_selected.json", "test_answers.json",
+        "test_correct.json"]
     assert json.loads((new / "probe/test_correct.json").read_text()) == [{"q": 0}, {"q": 1}]
+    assert json.loads((new / "probe/test_answers.json").read_text()) == [{"q": "answer 0"}, {"q": "answer 1"}]
     assert (src / "probe/stage2_pool.jsonl").exists()  # the source run is left as it was
 
 

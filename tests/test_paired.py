@@ -119,8 +119,9 @@ TWO_STAGE_RIGHT = {1: BASELINE_RIGHT | {8, 9, 10}, 2: (BASELINE_RIGHT - {0}) | {
 
 
 def _paired_job(sweep, num, schedule, seed, right, fingerprint="data-A", acquired_trained=10, probe=True,
-                abstained=0):
-    """`abstained`: how many of the wrong test answers were the abstention text (the rest are hallucinations)."""
+                abstained=0, answers=False):
+    """`abstained`: how many of the wrong test answers were the abstention text (the rest are hallucinations): the
+    first ones in question order; `answers`: write probe/test_answers.json saying so."""
     correct = {f"q{i}": i in right for i in range(20)}
     m = _metrics(seed, sum(correct.values()) / 20, [0, 3])
     m.update(test_abstention_rate=abstained / 20, test_hallucination_rate=(20 - len(right) - abstained) / 20)
@@ -135,6 +136,11 @@ def _paired_job(sweep, num, schedule, seed, right, fingerprint="data-A", acquire
         (d / "probe" / "test_correct.json").write_text(json.dumps([base, correct]))
         (d / "probe" / "stage0_test.jsonl").write_text(
             "".join(json.dumps({"id": f"q{i}", "category": c}) + "\n" for i, c in enumerate(CATS)))
+    if probe and answers:
+        wrong = [q for q, ok in correct.items() if not ok]
+        final = {q: "gold" if ok else "I don't know." if q in wrong[:abstained] else "a guess"
+                 for q, ok in correct.items()}
+        (d / "probe" / "test_answers.json").write_text(json.dumps([{q: "x" for q in correct}, final]))
     return d
 
 
@@ -272,3 +278,23 @@ def test_metrics_without_the_rates_still_report_with_dashes(tmp_path):
     report = write_report(s, plots=False)
     assert not report.failed and report.comparisons[0].get("test_hallucination_rate") is None
     assert "| - | - |" in (s / "report.md").read_text()
+
+
+def test_with_the_test_answers_in_the_job_dirs_the_rates_are_paired_per_question(tmp_path):
+    s = tmp_path / "sweep"
+    for seed in (1, 2):  # one_stage hallucinates on all 12 wrong; abstain is right on 7, abstains on the first 5
+        _paired_job(s, seed - 1, "one_stage", seed, BASELINE_RIGHT, f"data-{seed}", answers=True)
+        _paired_job(s, seed + 1, "abstain", seed, BASELINE_RIGHT - {0}, f"data-{seed}", abstained=5, answers=True)
+    [comp] = write_report(s, plots=False).comparisons
+    hallucination, abstention = comp.get("test_hallucination_rate"), comp.get("test_abstention_rate")
+    # per seed: abstain's wrong are q0 and q8..q19 (13); it abstains on q0, q8..q11, so hallucinates on q12..q19
+    # (8); one_stage hallucinates on q8..q19 (12): only one_stage hallucinates on q8..q11 (4 per seed), neither-only
+    # abstain on none; q0: one_stage right, abstain abstains
+    assert hallucination.method == "paired bootstrap" and hallucination.discordant == (8, 0)
+    assert hallucination.diff == pytest.approx(-8 / 40) and hallucination.p_value == pytest.approx(mcnemar_exact(8, 0))
+    assert abstention.method == "paired bootstrap" and abstention.discordant == (0, 10)
+    assert abstention.diff == pytest.approx(10 / 40) and abstention.n_questions == 40
+    rows = _csv(s / "report.csv")
+    assert _row(rows, "schedule=abstain", "diff_test_hallucination_rate")["only_baseline_right"] == "8"
+    # the metrics.json rates agree with the per-question events they were computed from
+    assert float(_row(rows, "schedule=abstain", "test_hallucination_rate")["mean"]) == pytest.approx(8 / 20)

@@ -116,6 +116,9 @@ def test_a_tiny_run_writes_every_file_of_a_run(cfg_train):
     assert _read(out / "probe/stage1_selected.json") == {"stage": 1, "selected_from_probe": 0, "selected_ids": pool}
     assert [json.loads(line)["id"] for line in (out / "probe/stage1_pool.jsonl").read_text().splitlines()] == pool
     assert len(_read(out / "probe/test_correct.json")) == 2  # base and after stage 1
+    answers, correct = _read(out / "probe/test_answers.json"), _read(out / "probe/test_correct.json")
+    assert [sorted(a) for a in answers] == [sorted(c) for c in correct]  # the answers those verdicts score
+    assert all(isinstance(a, str) for stage in answers for a in stage.values())
     assert [s["stage"] for s in metrics["stages"]] == [1] and len(metrics["pool_counts"]) == 2
     assert all(sum(map(sum, m)) == len(pool) for m in metrics["transitions"])
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["run"]["seed"] == 0

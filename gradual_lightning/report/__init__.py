@@ -12,7 +12,8 @@ and writes into the sweep dir:
   paired comparisons with the baseline group, failed jobs with their errors, the plots;
 - report.csv: one row per group, metric and stage: n (seeds with a value), mean, ci_low, ci_high, n_failed; then one
   row per group and difference with the baseline (metric `diff_<metric>`: interval, method, McNemar p pooled and
-  per seed, detectable difference, discordant counts);
+  per seed, detectable difference, discordant counts: for the rates, questions where only the baseline / only
+  the group hallucinated or abstained);
 - knowledge_acquired.png, transitions_final.png (final-stage transition matrix, mean over seeds, per group) and
   paired_differences.png (forest plot: each group minus the baseline, with intervals).
 

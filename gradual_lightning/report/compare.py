@@ -6,9 +6,11 @@ both dirs hold the per-question test outcomes (`probe/test_correct.json`, `probe
 test accuracy, retention (accuracy on the test questions the base model had as HighlyKnown) and accuracy on the
 other base categories are compared per question (`paired.paired_accuracy`); a category split keeps the questions
 both jobs' base probes put in that category. Knowledge acquired on the pool, among trained and never-trained
-questions (metrics.json, final stage), and the test hallucination and abstention rates (metrics.json: the job dir
-keeps no per-question answers) are compared as per-seed differences with a Student t interval. When no seed pairs,
-every metric is compared unpaired: per-seed values of metrics.json, Welch interval.
+questions (metrics.json, final stage), is compared as per-seed differences with a Student t interval. The test
+hallucination (a wrong answer that is not the abstention text) and abstention rates are compared per question like
+accuracy where every paired job dir keeps its test answers (`probe/test_answers.json`), else as per-seed differences
+of metrics.json's rates (t interval). When no seed pairs, every metric is compared unpaired: per-seed values of
+metrics.json, Welch interval.
 """
 
 from __future__ import annotations
@@ -22,16 +24,15 @@ from gradual_lightning.categories import CATEGORIES, Category
 from gradual_lightning.report.jobs import RATES, Job, TestOutcomes, data_fingerprint, read_test_outcomes
 from gradual_lightning.report.paired import Pair, paired_accuracy, welch_difference
 from gradual_lightning.report.stats import Group
-from gradual_lightning.training.metrics import mean_ci
+from gradual_lightning.training.metrics import hallucinated, mean_ci
 
 PAIRED_BOOTSTRAP, PAIRED_T, UNPAIRED = "paired bootstrap", "paired t", "unpaired Welch"
 # metric -> base category of the test questions it scores (None: all); retention is base HighlyKnown
 ACCURACIES = {"test_accuracy": None, "retention": Category.HIGHLY_KNOWN.value,
               **{f"accuracy_{c}": c for c in CATEGORIES if c != Category.HIGHLY_KNOWN}}
 ACQUIRED = ("knowledge_acquired_trained", "knowledge_acquired_untrained")
-PER_SEED = (*ACQUIRED, *RATES)  # paired as per-seed differences of metrics.json's numbers
 SHARES = (*ACCURACIES, *RATES)  # shares of the test set: differences lie in [-1, 1]
-METRICS = (*ACCURACIES, *PER_SEED)
+METRICS = (*SHARES, *ACQUIRED)
 
 
 @dataclass
@@ -139,21 +140,38 @@ def _pair(a: Job, b: Job) -> tuple[str | None, tuple[TestOutcomes, TestOutcomes]
     return None, outcomes
 
 
-def _strata(pairs: list, category: str | None) -> list[list[Pair]]:
-    """Per paired seed, (baseline correct, group correct) on the common test questions (of one base category)."""
+def _outcome(o: TestOutcomes, metric: str) -> dict[str, bool] | None:
+    """Per test question, the event a metric counts: right (accuracies), abstained, hallucinated; None where the
+    job dir does not say."""
+    if metric in ACCURACIES:
+        return o.correct
+    if o.abstained is None:
+        return None
+    return o.abstained if metric == "test_abstention_rate" else hallucinated(o.correct, o.abstained)
+
+
+def _strata(pairs: list, metric: str, category: str | None = None) -> list[list[Pair]] | None:
+    """Per paired seed, (baseline's event, group's event) on the common test questions (of one base category);
+    None where a job dir does not say."""
     strata = []
     for _, _, _, a, b in pairs:
-        ids = sorted(set(a.correct) & set(b.correct))
+        x, y = _outcome(a, metric), _outcome(b, metric)
+        if x is None or y is None:
+            return None
+        ids = sorted(set(x) & set(y))
         if category is not None:
             ids = [q for q in ids if a.base_category.get(q) == category == b.base_category.get(q)]
-        strata.append([(a.correct[q], b.correct[q]) for q in ids])
+        strata.append([(x[q], y[q]) for q in ids])
     return strata
 
 
 def _paired(pairs: list, resamples: int, seed: int) -> list[Difference]:
-    out = []
-    for metric, category in ACCURACIES.items():
-        strata = _strata(pairs, category)
+    out, per_seed = [], list(ACQUIRED)
+    for metric, category in [*ACCURACIES.items(), *((m, None) for m in RATES)]:
+        strata = _strata(pairs, metric, category)
+        if strata is None:  # rates of job dirs without their answers
+            per_seed.append(metric)
+            continue
         if not any(strata):
             continue
         kept = [(s, st) for (s, *_), st in zip(pairs, strata) if st]
@@ -161,7 +179,7 @@ def _paired(pairs: list, resamples: int, seed: int) -> list[Difference]:
         out.append(Difference(metric, r.diff, r.low, r.high, PAIRED_BOOTSTRAP, len(kept), n_questions=r.n,
                               p_value=r.p_value, p_per_seed={s: p for (s, _), p in zip(kept, r.p_per_stratum)},
                               detectable=r.detectable, discordant=(r.b, r.c)))
-    for metric in PER_SEED:
+    for metric in per_seed:
         diffs = [(y - x) for _, a, b, *_ in pairs
                  if (x := _value(a, metric)) is not None and (y := _value(b, metric)) is not None]
         if diffs:

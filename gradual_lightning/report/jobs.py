@@ -1,7 +1,7 @@
 """The job side of a sweep: what a job leaves in its dir (`failed.json` when it raised, or when it was terminated:
 then with `"terminated": true`) and how the report reads a job dir back (`.hydra/*.yaml`, `metrics.json`,
-`failed.json`) into a `Job`; for paired comparisons, on demand, the per-question test outcomes (`probe/`) and the
-data fingerprint (`metrics.json` run, else `run.json`)."""
+`failed.json`) into a `Job`; for paired comparisons, on demand, the per-question test outcomes (`probe/`: correctness,
+and abstentions where the job dir keeps its answers) and the data fingerprint (`metrics.json` run, else `run.json`)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ import yaml
 
 from gradual_lightning.categories import CATEGORIES
 from gradual_lightning.io import write_json
+from gradual_lightning.probing.matching import ABSTENTION_TEXT
+from gradual_lightning.training.metrics import abstained
 
 METRICS_FILE, FAILED_FILE, RUN_FILE = "metrics.json", "failed.json", "run.json"
 TEST_CORRECT_FILE, BASE_TEST_FILE = "probe/test_correct.json", "probe/stage0_test.jsonl"
+TEST_ANSWERS_FILE = "probe/test_answers.json"  # written since the sweep report pairs abstentions per question
 # What the report reads of metrics.json: numbers of the final model, and lists with one number per stage.
 SCALARS = ("test_accuracy", "retention", "incremental_gain")
 # Optional numbers of the final model (metrics.json written before they existed lacks them): shares of the test set.
@@ -207,23 +210,37 @@ def find_jobs(sweep_dir: str | Path) -> list[Job]:
 
 @dataclass
 class TestOutcomes:
-    """What a finished job says per test question: is the final model right, and the base model's category."""
+    """What a finished job says per test question: is the final model right, the base model's category, and (where
+    the job dir keeps its answers) did the final model abstain."""
 
     correct: dict[str, bool]
     base_category: dict[str, str]
+    abstained: dict[str, bool] | None = None
+
+
+def _per_stage(job: Job, file: str, kind: type, what: str) -> list[dict]:
+    stages = _load(job.dir, file, json.load)
+    if not isinstance(stages, list) or not stages or not all(
+            isinstance(s, dict) and all(isinstance(v, kind) for v in s.values()) for s in stages):
+        raise _Unreadable(file, f"expected a non-empty list of {{question id: {what}}}")
+    return stages
 
 
 def read_test_outcomes(job: Job) -> TestOutcomes:
-    """The final entry of `probe/test_correct.json` (one {id: bool} per stage, 0 = base) and the categories of
-    `probe/stage0_test.jsonl`. Raises ValueError (the file and what is wrong with it) when they cannot be read."""
-    stages = _load(job.dir, TEST_CORRECT_FILE, json.load)
-    if not isinstance(stages, list) or not stages or not all(
-            isinstance(s, dict) and all(isinstance(v, bool) for v in s.values()) for s in stages):
-        raise _Unreadable(TEST_CORRECT_FILE, "expected a non-empty list of {question id: true/false}")
+    """The final entry of `probe/test_correct.json` (one {id: bool} per stage, 0 = base), the categories of
+    `probe/stage0_test.jsonl` and, where the dir has `probe/test_answers.json`, the abstentions among the final
+    answers (the job's `abstention_text`). Raises ValueError (the file and what is wrong with it) when they cannot be
+    read."""
+    stages = _per_stage(job, TEST_CORRECT_FILE, bool, "true/false")
     rows = _load(job.dir, BASE_TEST_FILE, lambda f: [json.loads(line) for line in f if line.strip()])
     if not all(isinstance(r, dict) and isinstance(r.get("id"), str) and r.get("category") in CATEGORIES for r in rows):
         raise _Unreadable(BASE_TEST_FILE, f"expected one {{id, category}} per line, category one of {list(CATEGORIES)}")
-    return TestOutcomes(dict(stages[-1]), {r["id"]: r["category"] for r in rows})
+    outcomes = TestOutcomes(dict(stages[-1]), {r["id"]: r["category"] for r in rows})
+    if (job.dir / TEST_ANSWERS_FILE).exists():
+        answers = _per_stage(job, TEST_ANSWERS_FILE, str, "answer")[-1]
+        found = abstained(answers, outcomes.correct, str((job.metrics or {}).get("abstention_text") or ABSTENTION_TEXT))
+        outcomes.abstained = found if found.keys() == outcomes.correct.keys() else None  # answers for every question
+    return outcomes
 
 
 def data_fingerprint(job: Job) -> str | None:

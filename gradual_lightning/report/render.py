@@ -110,8 +110,10 @@ def paired_section(comparisons: Sequence[Comparison]) -> list[str]:
              "detectable: the difference these questions find with 80% power at alpha 0.05, "
              "2.80 * sqrt(discordant share / questions) (none without discordant questions; with few, trust p over "
              "the interval). Knowledge acquired (pool, final stage; trained and never "
-             "trained questions) and the test hallucination (a wrong answer that is not the abstention text) and "
-             "abstention rates: per-seed differences, Student t interval. **unpaired**: no seed shares the split; "
+             "trained questions): per-seed differences, Student t interval. Test hallucination (a wrong answer that "
+             "is not the abstention text) and abstention rates: per question as accuracy where the job dirs keep "
+             "their test answers (`probe/test_answers.json`), else per-seed differences, t interval (method in "
+             "report.csv). **unpaired**: no seed shares the split; "
              "difference of the means across seeds, Welch interval (see the notes).", "",
              "| group | pairing | test accuracy diff | McNemar p | discordant | questions (all seeds) | detectable |",
              "|---|---|---|---|---|---|---|"]

@@ -282,10 +282,13 @@ class KnowledgeLedger:
     def test_correct_after(self, s: int) -> dict[str, bool]:
         return self.base_test_correct if s == 0 else self.stages[s - 1].test_correct
 
+    def test_answers_after(self, s: int) -> dict[str, str]:
+        """The greedy test answers after stage s (0 = base; empty where none were recorded)."""
+        return self.base_test_answers if s == 0 else self.stages[s - 1].test_answers
+
     def test_abstained_after(self, s: int) -> dict[str, bool]:
         """Which test questions the model abstained on after stage s (empty where no answers were recorded)."""
-        answers = self.base_test_answers if s == 0 else self.stages[s - 1].test_answers
-        return M.abstained(answers, self.test_correct_after(s), self.abstention_text)
+        return M.abstained(self.test_answers_after(s), self.test_correct_after(s), self.abstention_text)
 
     def stage_record(self, s: int) -> dict[str, Any]:
         """metrics.json's record of stage s (1-based): what it trained on and what it changed."""

@@ -6,6 +6,7 @@ probe/stage{N}_selected.json                       what stage N trains on, and f
                                                    `loss_weights` (id -> weight) for a weighted one
 probe/stage{N}_pool.jsonl                          the pool re-probed after stage N
 probe/test_correct.json                            per-question test correctness after every stage (0 = base)
+probe/test_answers.json                            the greedy test answers they score, after every stage (0 = base)
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def write_stage(out_dir: Path, ledger: KnowledgeLedger, rows: list[Mapping[str, 
     gl_io.write_jsonl(out_dir / "probe" / f"stage{s}_pool.jsonl", rows)
     gl_io.write_json(out_dir / "probe" / "test_correct.json",
                      [ledger.test_correct_after(i) for i in range(s + 1)])
+    gl_io.write_json(out_dir / "probe" / "test_answers.json",
+                     [ledger.test_answers_after(i) for i in range(s + 1)])
 
 
 def log_stage(loggers: list, ledger: KnowledgeLedger, rows: list[Mapping[str, Any]]) -> None:
