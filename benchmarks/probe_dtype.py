@@ -43,7 +43,7 @@ from gradual_lightning.categories import CATEGORIES  # noqa: E402
 from gradual_lightning.io import write_json  # noqa: E402
 from gradual_lightning.models import load_model  # noqa: E402
 from gradual_lightning.probing.prober import probe_questions  # noqa: E402
-from gradual_lightning.provenance import git_commit, machine_record, package_versions  # noqa: E402
+from gradual_lightning.provenance import measurement_record  # noqa: E402
 from gradual_lightning.quiet import quiet_libraries  # noqa: E402
 from gradual_lightning.training.metrics import transition_matrix  # noqa: E402
 from probe import probe_inputs  # noqa: E402
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
     res = {"model": lm.name, "questions": len(inputs.questions), "repeats": args.repeats, "overrides": overrides,
            "probe": dataclasses.asdict(inputs.probe), "matmul_ceiling_gflops": ceiling,
            "probes": {name: measure(lm, inputs, name, args.repeats) for name in args.probes},
-           "machine": {**machine_record(), "loadavg_1m_before": round(load_before, 2)},
-           "packages": package_versions(), "git_commit": git_commit(ROOT)}
+           **measurement_record(ROOT)}
+    res["machine"]["loadavg_1m_before"] = round(load_before, 2)
     print_table(res)
     print(f"wrote {write_json(Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out, res)}")
     return res

@@ -54,7 +54,7 @@ from gradual_lightning.probing.validation_stats import (  # noqa: E402
     matrix_agreement,
     path_departure,
 )
-from gradual_lightning.provenance import git_commit, machine_record, package_versions  # noqa: E402
+from gradual_lightning.provenance import measurement_record  # noqa: E402
 from gradual_lightning.quiet import quiet_libraries  # noqa: E402
 from gradual_lightning.training.metrics import transition_matrix  # noqa: E402
 
@@ -323,8 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     datasets = {name: validate_dataset(name, lm, args, overrides) for name in args.datasets}
     res = {"model": lm.name, "overrides": overrides, "config": vars(args), "datasets": datasets,
-           "wall_time_s": round(time.perf_counter() - start, 1), "machine": machine_record(),
-           "packages": package_versions(), "git_commit": git_commit(ROOT)}
+           "wall_time_s": round(time.perf_counter() - start, 1), **measurement_record(ROOT)}
     print_report(res)
     print(f"wrote {write_json(args.out, res)}")
     return res

@@ -41,6 +41,11 @@ def machine_record() -> dict[str, Any]:
             "platform": platform.platform(), "loadavg_1m": round(os.getloadavg()[0], 2)}
 
 
+def measurement_record(root: str | Path) -> dict[str, Any]:
+    """What a benchmark's JSON records besides its numbers: the machine, package versions and the git commit."""
+    return {"machine": machine_record(), "packages": package_versions(), "git_commit": git_commit(root)}
+
+
 def run_record(cfg: Any, *, seed: int, data_fingerprint: str, model_fingerprint: str) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
