@@ -39,10 +39,10 @@ for path in (ROOT, ROOT / "benchmarks"):
 from probe_speed import matmul_ceiling  # noqa: E402
 from validate_exact import compose, dataset_config  # noqa: E402
 
-from gradual_lightning.categories import CATEGORIES  # noqa: E402
 from gradual_lightning.io import write_json  # noqa: E402
 from gradual_lightning.models import load_model  # noqa: E402
 from gradual_lightning.probing.prober import probe_questions  # noqa: E402
+from gradual_lightning.probing.validation_stats import matrix_agreement  # noqa: E402
 from gradual_lightning.provenance import measurement_record  # noqa: E402
 from gradual_lightning.quiet import quiet_libraries  # noqa: E402
 from gradual_lightning.training.metrics import transition_matrix  # noqa: E402
@@ -80,7 +80,7 @@ def measure(lm, inputs, probe: str, repeats: int) -> dict:
             "runs_s": {d or "float32": [round(x, 2) for x in t] for d, t in times.items()},
             "prompts": len(answers), "identical_greedy": round(sum(a == b for a, b in answers) / len(answers), 4),
             "same_p_greedy": round(sum(x.p_greedy == y.p_greedy for x, y in zip(fp32, bf16)) / len(fp32), 4),
-            "same_category": round(sum(matrix[i][i] for i in range(len(CATEGORIES))) / len(fp32), 4),
+            "same_category": round(matrix_agreement(matrix), 4),
             "categories_float32_rows_bfloat16_cols": matrix,
             "greedy_differences": [{"id": x.id, "prompt": j, "float32": a, "bfloat16": b}
                                    for x, y in zip(fp32, bf16) for j, (a, b) in enumerate(zip(x.greedy, y.greedy))

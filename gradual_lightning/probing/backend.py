@@ -68,12 +68,10 @@ def probe_model(model, dtype: str | None) -> Iterator:
     of `models.loading.DTYPES`) other than its own, an eval-mode copy cast to it, dropped after."""
     from gradual_lightning.models.loading import resolve_dtype
 
+    target = None if dtype is None else resolve_dtype(dtype)
     was_training = model.training
     model.eval()
     try:
-        if dtype is None or resolve_dtype(dtype) == next(model.parameters()).dtype:
-            yield model
-        else:
-            yield copy.deepcopy(model).to(resolve_dtype(dtype))
+        yield model if target in (None, next(model.parameters()).dtype) else copy.deepcopy(model).to(target)
     finally:
         model.train(was_training)
