@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/probe_dtype.py --questions 100 --repeats 3 --out benchmarks/results/probe_dtype.json
     .venv/bin/python benchmarks/probe_dtype.py --tiny          # smoke: the tiny random model, 4 questions, 2 prompts
+    .venv/bin/python benchmarks/probe_dtype.py --lora --probes greedy --out benchmarks/results/probe_dtype_lora.json
 
 Questions: --questions pool questions of the built-in facts (conf/probe.yaml with `data=world_facts`, all five
 relations, seed 0), exemplars from its dev split, conf/probe/default.yaml's settings (10 prompts of 4 exemplars, 16
@@ -17,6 +18,10 @@ Each runs --repeats times, the dtypes alternating (float32, bfloat16, float32, .
 hits both; the table gives medians, the float32 / bfloat16 ratio, the share of (question, prompt) greedy answers that
 are identical, and for hybrid the share of questions in the same category, with the 4x4 matrix (rows float32) in the
 JSON. Also the matmul ceiling (GFLOP/s) in each dtype: bf16 pays only where the CPU has bf16 units.
+
+--lora wraps the model in a fresh LoRA adapter of conf/finetune/lora_small.yaml (peft, as train.py does before its
+base probe) and probes that: what every probe of a training run sees. Its B matrices start at zero, so the answers
+are the plain model's; what it measures is the cost of probing a peft model in each dtype.
 """
 
 from __future__ import annotations
@@ -87,14 +92,25 @@ def measure(lm, inputs, probe: str, repeats: int) -> dict:
                                    if a != b]}
 
 
+def with_lora(model):
+    """`model` wrapped in a fresh adapter of conf/finetune/lora_small.yaml, as CausalLMModule wraps it."""
+    from omegaconf import OmegaConf
+    from peft import get_peft_model
+
+    from gradual_lightning.training.module import FinetuneConfig
+
+    finetune = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "finetune" / "lora_small.yaml"))
+    return get_peft_model(model, FinetuneConfig.from_config(finetune).lora_config())
+
+
 def print_table(res: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
     cols = ["seconds_float32", "seconds_bfloat16", "speedup", "prompts", "identical_greedy", "same_p_greedy",
             "same_category"]
-    table = Table(title=f"probe.dtype on {res['questions']} questions of the built-in facts ({res['model']}, "
-                        f"median of {res['repeats']})")
+    table = Table(title=f"probe.dtype on {res['questions']} questions of the built-in facts ({res['model']}"
+                        f"{' + LoRA' if res['lora'] else ''}, median of {res['repeats']})")
     table.add_column("probe")
     for c in cols:
         table.add_column(c.replace("_", " "), justify="right")
@@ -111,6 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--questions", type=int, default=None, help="pool questions (default 100; --tiny: 4)")
     p.add_argument("--repeats", type=int, default=None, help="runs per probe and dtype (default 3; --tiny: 1)")
     p.add_argument("--probes", nargs="+", default=list(PROBES), choices=list(PROBES))
+    p.add_argument("--lora", action="store_true", help="probe the model wrapped in a fresh LoRA (a training run's)")
     p.add_argument("--tiny", action="store_true", help="smoke mode: the tiny random model, 4 questions, 2 prompts")
     p.add_argument("--out", default="benchmarks/results/probe_dtype.json")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of conf/probe.yaml, applied last")
@@ -122,10 +139,12 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = ["cache=false", *(TINY if args.tiny else []), *args.overrides]
     inputs = probe_inputs(dataset_config("world_facts", args.questions, overrides))
     lm = load_model(compose(overrides).model)
+    if args.lora:
+        lm = dataclasses.replace(lm, model=with_lora(lm.model))
     load_before = os.getloadavg()[0]
     ceiling = {name: round(matmul_ceiling(dtype, trials=1 if args.tiny else 3), 1)
                for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
-    res = {"model": lm.name, "questions": len(inputs.questions), "repeats": args.repeats, "overrides": overrides,
+    res = {"model": lm.name, "lora": args.lora, "questions": len(inputs.questions), "repeats": args.repeats, "overrides": overrides,
            "probe": dataclasses.asdict(inputs.probe), "matmul_ceiling_gflops": ceiling,
            "probes": {name: measure(lm, inputs, name, args.repeats) for name in args.probes},
            **measurement_record(ROOT)}

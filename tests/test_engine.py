@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from gradual_lightning.probing.backend import make_backend, probe_model
+from gradual_lightning.probing.backend import cast_copy, make_backend, probe_model
 from gradual_lightning.probing.batching import (
     common_prefix_len,
     length_buckets,
@@ -369,3 +369,48 @@ def test_probe_model_casts_a_copy_for_another_dtype_and_leaves_the_trained_model
         assert all(p.dtype == torch.float32 and torch.equal(p, before[n]) for n, p in model.named_parameters())
     finally:
         model.train(was_training)
+
+
+def test_a_cast_copy_of_a_peft_model_has_the_lora_merged_and_answers_as_the_adapted_model(tiny_random):
+    """probe.dtype on a model under training: the copy is the plain model with the current LoRA folded in (no
+    adapter layers left), its logits those of the adapted model, and the adapted model keeps its adapter."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    adapted = get_peft_model(copy.deepcopy(tiny_random.model),
+                             LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a trained adapter (B starts at zero, which would merge to nothing)
+    ids = torch.tensor([encode_prompt(tiny_random.tokenizer, *_pairs(SETS[:1])[0])])
+    with torch.inference_mode():
+        adapted.eval()
+        want = adapted(input_ids=ids).logits
+        plain = tiny_random.model(input_ids=ids).logits
+        probed = cast_copy(adapted, torch.float64)  # what probe_model(adapted, "bfloat16") yields, in float64
+        assert not isinstance(probed, PeftModel)
+        assert not any("lora" in name for name, _ in probed.named_parameters())
+        got = probed(input_ids=ids).logits
+    assert not torch.allclose(want, plain, atol=1e-4)  # the adapter changes the answers...
+    torch.testing.assert_close(got.float(), want, atol=1e-4, rtol=1e-4)  # ...and the copy keeps that change
+    assert isinstance(adapted, PeftModel) and any("lora_B" in n for n, _ in adapted.named_parameters())
+
+
+def test_the_cast_copys_output_layer_gets_a_contiguous_input(tiny_random):
+    """transformers hands the output layer the last position's hidden states as a strided view; the cast copy makes
+    them contiguous first (else matmul broadcasts the [vocab, hidden] weight over the batch: backend.cast_copy)."""
+    ids = torch.tensor([encode_prompt(tiny_random.tokenizer, *_pairs(SETS[:1])[0])] * 2)
+    seen = []
+    with torch.inference_mode(), probe_model(tiny_random.model, "bfloat16") as probed:
+        probed.get_output_embeddings().register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+        probed(input_ids=ids, logits_to_keep=1)
+    assert seen == [True]
+    seen.clear()  # the model itself, without the copy's hook: a strided view (what the hook is there for)
+    handle = tiny_random.model.get_output_embeddings().register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous()))
+    try:
+        with torch.inference_mode():
+            tiny_random.model(input_ids=ids, logits_to_keep=1)
+    finally:
+        handle.remove()
+    assert seen == [False]
