@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = os.getloadavg()[0]
     ceiling = {name: round(matmul_ceiling(dtype, trials=1 if args.tiny else 3), 1)
                for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
-    res = {"model": lm.name, "lora": args.lora, "questions": len(inputs.questions), "repeats": args.repeats, "overrides": overrides,
+    res = {"model": lm.name, "lora": args.lora, "questions": len(inputs.questions), "repeats": args.repeats,
+           "overrides": overrides,
            "probe": dataclasses.asdict(inputs.probe), "matmul_ceiling_gflops": ceiling,
            "probes": {name: measure(lm, inputs, name, args.repeats) for name in args.probes},
            **measurement_record(ROOT)}
